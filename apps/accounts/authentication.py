@@ -1,0 +1,28 @@
+from rest_framework import authentication, exceptions
+from rest_framework.request import Request
+
+from apps.accounts.models import ApiToken, User
+from apps.accounts.services import ApiTokenRefused, api_token_use
+
+
+class ApiTokenAuthentication(authentication.BaseAuthentication):
+    """`Authorization: Bearer <personal API token>`."""
+
+    keyword = "Bearer"
+
+    def authenticate(self, request: Request) -> tuple[User, ApiToken] | None:
+        header = authentication.get_authorization_header(request).decode("latin-1").split()
+        if not header or header[0].lower() != self.keyword.lower():
+            return None
+        if len(header) != 2:
+            raise exceptions.AuthenticationFailed(
+                "Malformed Authorization header: expected 'Bearer <token>'."
+            )
+        try:
+            token = api_token_use(secret=header[1])
+        except ApiTokenRefused as refusal:
+            raise exceptions.AuthenticationFailed(str(refusal)) from refusal
+        return token.user, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'{self.keyword} realm="api"'

@@ -1,0 +1,37 @@
+from rest_framework import permissions
+from rest_framework.request import Request
+
+from apps.accounts.models import ApiToken
+
+
+def authenticated_by_token(request: Request) -> bool:
+    return isinstance(request.auth, ApiToken)
+
+
+class TokenScopeAllows(permissions.BasePermission):
+    """A read-only API token may only read, whatever else the user may do."""
+
+    message = "This API token is read-only: create a read-write token to make changes."
+
+    def has_permission(self, request: Request, view) -> bool:
+        if request.method in permissions.SAFE_METHODS or not authenticated_by_token(request):
+            return True
+        return request.auth.scope == ApiToken.Scope.READ_WRITE
+
+
+class IsStaffOrReadOnly(permissions.BasePermission):
+    message = "Only platform staff can do this."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or bool(
+            request.user and request.user.is_staff
+        )
+
+
+class SessionOnly(permissions.BasePermission):
+    """Token management needs a password-backed session: a leaked token must not mint others."""
+
+    message = "API tokens can only be created from a signed-in session, not with another token."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return request.method in permissions.SAFE_METHODS or not authenticated_by_token(request)

@@ -1,0 +1,41 @@
+"""Reads for users, institutions, memberships and API tokens."""
+
+from django.db.models import Count, Prefetch, QuerySet
+
+from apps.accounts.models import ApiToken, Institution, Membership, User
+
+
+def institution_list() -> QuerySet[Institution]:
+    return Institution.objects.annotate(member_count=Count("memberships"))
+
+
+def membership_list(*, institution: Institution) -> QuerySet[Membership]:
+    return (
+        Membership.objects.filter(institution=institution)
+        .select_related("user")
+        .order_by("user__username")
+    )
+
+
+def user_with_memberships(*, user: User) -> User:
+    return (
+        User.objects.prefetch_related(
+            Prefetch("memberships", queryset=Membership.objects.select_related("institution"))
+        )
+        .get(pk=user.pk)
+    )
+
+
+def user_can_manage_institution(*, user: User, institution: Institution) -> bool:
+    """Platform staff and the institution's admins manage its profile and members."""
+    if not user.is_authenticated:
+        return False
+    if user.is_staff:
+        return True
+    return Membership.objects.filter(
+        user=user, institution=institution, role=Membership.Role.ADMIN
+    ).exists()
+
+
+def api_token_list(*, user: User) -> QuerySet[ApiToken]:
+    return ApiToken.objects.filter(user=user)

@@ -1,0 +1,94 @@
+"""One error format for every 4xx answer of the API:
+
+    {"error": {"status": 400, "code": "invalid", "message": "orcid: ...", "fields": {...}}}
+
+`fields` maps each offending field to its messages (empty when the error is not about fields).
+"""
+
+from typing import Any
+
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import IntegrityError
+from django.http import Http404, JsonResponse
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.serializers import as_serializer_error
+from rest_framework.views import set_rollback
+
+
+class Conflict(exceptions.APIException):
+    status_code = 409
+    default_detail = "This conflicts with a record written at the same time; retry the request."
+    default_code = "conflict"
+
+
+def error_body(*, status: int, code: str, message: str, fields: dict | None = None) -> dict:
+    return {"error": {"status": status, "code": code, "message": message, "fields": fields or {}}}
+
+
+def _as_text(detail: Any) -> Any:
+    if isinstance(detail, dict):
+        return {key: _as_text(value) for key, value in detail.items()}
+    if isinstance(detail, list):
+        return [_as_text(item) for item in detail]
+    return str(detail)
+
+
+def _first_message(messages: Any) -> str:
+    while isinstance(messages, list | dict) and messages:
+        messages = next(iter(messages.values())) if isinstance(messages, dict) else messages[0]
+    return str(messages)
+
+
+def _summary(fields: dict) -> str:
+    parts = []
+    for name, messages in fields.items():
+        text = _first_message(messages)
+        parts.append(text if name == "non_field_errors" else f"{name}: {text}")
+    return "; ".join(parts) or "Invalid input."
+
+
+def api_exception_handler(exc: Exception, context: dict) -> Response | None:
+    if isinstance(exc, DjangoValidationError):
+        exc = exceptions.ValidationError(as_serializer_error(exc))
+    elif isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, DjangoPermissionDenied):
+        exc = exceptions.PermissionDenied()
+    elif isinstance(exc, IntegrityError):
+        # Validation runs before every write; this is a concurrent request that won the race.
+        exc = Conflict()
+
+    if not isinstance(exc, exceptions.APIException):
+        return None  # a bug: let it surface as a 500 and be logged
+
+    headers = {}
+    if getattr(exc, "auth_header", None):
+        headers["WWW-Authenticate"] = exc.auth_header
+    if getattr(exc, "wait", None):
+        headers["Retry-After"] = str(int(exc.wait))
+
+    if isinstance(exc, exceptions.ValidationError):
+        detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
+        fields = _as_text(detail)
+        body = error_body(
+            status=exc.status_code, code="invalid", message=_summary(fields), fields=fields
+        )
+    else:
+        codes = exc.get_codes()
+        body = error_body(
+            status=exc.status_code,
+            code=codes if isinstance(codes, str) else "error",
+            message=_first_message(_as_text(exc.detail)),
+        )
+
+    set_rollback()
+    return Response(body, status=exc.status_code, headers=headers)
+
+
+def api_not_found(request, exception=None) -> JsonResponse:
+    return JsonResponse(
+        error_body(status=404, code="not_found", message=f"No API endpoint at {request.path}."),
+        status=404,
+    )

@@ -1,0 +1,83 @@
+"""Loads the demo node: institutions, researchers and a staff admin. Safe to run repeatedly:
+records are matched by slug and username, and every demo password is reset to one new value."""
+
+import os
+import secrets
+
+from django.core.management.base import BaseCommand
+from django.db import transaction
+
+from apps.accounts import services
+from apps.accounts.models import Institution, Membership, User
+
+INSTITUTIONS = [
+    {
+        "slug": "northbridge",
+        "name": "Northbridge University, Machine Learning Group",
+        "country": "GB",
+        "website": "https://ml.northbridge.example",
+        "description": "Efficient vision models and reproducible benchmarks.",
+    },
+    {
+        "slug": "rheinau-ai",
+        "name": "Technische Hochschule Rheinau, Institute for AI",
+        "country": "DE",
+        "website": "https://ai.th-rheinau.example",
+        "description": "Multilingual language models and sentence embeddings.",
+    },
+    {
+        "slug": "lakeshore-nlp",
+        "name": "Lakeshore Institute of Technology, NLP Lab",
+        "country": "US",
+        "website": "https://nlp.lakeshore.example",
+        "description": "Evaluation methodology for language models; contributes 8 GPUs.",
+    },
+]
+
+# username, first, last, ORCID iD (ORCID's documented test record), institution, role
+RESEARCHERS = [
+    ("ada", "Ada", "Okafor", "0000-0002-1825-0097", "northbridge", Membership.Role.ADMIN),
+    ("tomas", "Tomás", "Lindqvist", "", "northbridge", Membership.Role.MEMBER),
+    ("lena", "Lena", "Brandt", "", "rheinau-ai", Membership.Role.ADMIN),
+    ("ravi", "Ravi", "Menon", "", "rheinau-ai", Membership.Role.MEMBER),
+    ("maria", "María", "Delgado", "", "lakeshore-nlp", Membership.Role.ADMIN),
+]
+
+
+class Command(BaseCommand):
+    help = "Load the demo institutions, researchers and admin account, and print their logins."
+
+    @transaction.atomic
+    def handle(self, *args, **options) -> None:
+        password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
+
+        institutions = {}
+        for fields in INSTITUTIONS:
+            institution = Institution.objects.filter(slug=fields["slug"]).first()
+            if institution is None:
+                institution = services.institution_create(**fields)
+            institutions[fields["slug"]] = institution
+
+        admin, _ = User.objects.get_or_create(
+            username="admin",
+            defaults={"email": "admin@node.example", "is_staff": True, "is_superuser": True},
+        )
+        admin.set_password(password)
+        admin.save()
+
+        for username, first, last, orcid, slug, role in RESEARCHERS:
+            user, created = User.objects.get_or_create(
+                username=username,
+                defaults={"first_name": first, "last_name": last, "email": f"{username}@example.org"},
+            )
+            if created and orcid:
+                services.user_profile_update(user=user, orcid=orcid)
+            user.set_password(password)
+            user.save()
+            if not Membership.objects.filter(user=user, institution=institutions[slug]).exists():
+                services.membership_add(institution=institutions[slug], user=user, role=role)
+
+        self.stdout.write(self.style.SUCCESS("Demo data loaded."))
+        self.stdout.write(f"  Staff admin:  admin / {password}")
+        for username, _first, _last, _orcid, slug, role in RESEARCHERS:
+            self.stdout.write(f"  Researcher:   {username} / {password}  ({role} of {slug})")

@@ -1,0 +1,25 @@
+from django.contrib import admin
+from django.contrib.auth import views as auth_views
+from django.urls import include, path, re_path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from apps.core.exceptions import api_not_found
+from apps.core.views import health
+
+api_v1 = [
+    path("", include("apps.accounts.api_urls")),
+]
+
+urlpatterns = [
+    path("", include("apps.portal.urls")),
+    path("", include("apps.accounts.urls")),
+    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("admin/", admin.site.urls),
+    path("healthz", health, name="health"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Anything else under /api/ answers in the API's error format, not with an HTML page.
+    re_path(r"^api/", api_not_found),
+]
