@@ -1,4 +1,4 @@
-from rest_framework import authentication, exceptions
+from rest_framework import authentication, exceptions, permissions
 from rest_framework.request import Request
 
 from apps.accounts.models import ApiToken, User
@@ -6,7 +6,11 @@ from apps.accounts.services import ApiTokenRefused, api_token_use
 
 
 class ApiTokenAuthentication(authentication.BaseAuthentication):
-    """`Authorization: Bearer <personal API token>`."""
+    """`Authorization: Bearer <personal API token>`.
+
+    The token's scope is enforced here, for every view: a read-only token can never write,
+    whatever permissions a view declares.
+    """
 
     keyword = "Bearer"
 
@@ -22,6 +26,10 @@ class ApiTokenAuthentication(authentication.BaseAuthentication):
             token = api_token_use(secret=header[1])
         except ApiTokenRefused as refusal:
             raise exceptions.AuthenticationFailed(str(refusal)) from refusal
+        if token.scope == ApiToken.Scope.READ and request.method not in permissions.SAFE_METHODS:
+            raise exceptions.PermissionDenied(
+                "This API token is read-only: create a read-write token to make changes."
+            )
         return token.user, token
 
     def authenticate_header(self, request: Request) -> str:

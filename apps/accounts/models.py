@@ -20,7 +20,10 @@ class User(AbstractUser):
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["orcid"], condition=~Q(orcid=""), name="unique_user_orcid_when_set"
+                fields=["orcid"],
+                condition=~Q(orcid=""),
+                name="unique_user_orcid_when_set",
+                violation_error_message="This ORCID iD is already linked to another account.",
             )
         ]
 
@@ -54,7 +57,10 @@ class Institution(models.Model):
         ordering = ["name"]
         constraints = [
             models.UniqueConstraint(
-                fields=["ror_id"], condition=~Q(ror_id=""), name="unique_institution_ror_when_set"
+                fields=["ror_id"],
+                condition=~Q(ror_id=""),
+                name="unique_institution_ror_when_set",
+                violation_error_message="Another institution already has this ROR id.",
             )
         ]
 

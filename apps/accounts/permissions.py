@@ -8,17 +8,6 @@ def authenticated_by_token(request: Request) -> bool:
     return isinstance(request.auth, ApiToken)
 
 
-class TokenScopeAllows(permissions.BasePermission):
-    """A read-only API token may only read, whatever else the user may do."""
-
-    message = "This API token is read-only: create a read-write token to make changes."
-
-    def has_permission(self, request: Request, view) -> bool:
-        if request.method in permissions.SAFE_METHODS or not authenticated_by_token(request):
-            return True
-        return request.auth.scope == ApiToken.Scope.READ_WRITE
-
-
 class IsStaffOrReadOnly(permissions.BasePermission):
     message = "Only platform staff can do this."
 

@@ -43,6 +43,8 @@ def user_profile_update(
             user.orcid = _normalized(orcid, normalize_orcid)
         except ValidationError as error:
             raise ValidationError({"orcid": error.messages}) from error
+        if user.orcid and User.objects.filter(orcid=user.orcid).exclude(pk=user.pk).exists():
+            raise ValidationError({"orcid": "This ORCID iD is already linked to another account."})
     user.full_clean(exclude=["password"])
     user.save()
     return user
@@ -62,6 +64,7 @@ def institution_create(
         ror_id = _normalized(ror_id, normalize_ror)
     except ValidationError as error:
         raise ValidationError({"ror_id": error.messages}) from error
+    _check_ror_unused(ror_id)
     institution = Institution(
         name=name,
         slug=slug,
@@ -88,11 +91,17 @@ def institution_update(*, institution: Institution, **changes: str) -> Instituti
             changes["ror_id"] = normalize_ror(changes["ror_id"])
         except ValidationError as error:
             raise ValidationError({"ror_id": error.messages}) from error
+        _check_ror_unused(changes["ror_id"], institution_pk=institution.pk)
     for name, value in changes.items():
         setattr(institution, name, value)
     institution.full_clean()
     institution.save()
     return institution
+
+
+def _check_ror_unused(ror_id: str, *, institution_pk: int | None = None) -> None:
+    if ror_id and Institution.objects.filter(ror_id=ror_id).exclude(pk=institution_pk).exists():
+        raise ValidationError({"ror_id": "Another institution already has this ROR id."})
 
 
 def _admin_count(institution: Institution) -> int:

@@ -71,7 +71,10 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
 
     if isinstance(exc, exceptions.ValidationError):
         detail = exc.detail if isinstance(exc.detail, dict) else {"non_field_errors": exc.detail}
-        fields = _as_text(detail)
+        fields = {
+            ("non_field_errors" if name == "__all__" else name): messages
+            for name, messages in _as_text(detail).items()
+        }
         body = error_body(
             status=exc.status_code, code="invalid", message=_summary(fields), fields=fields
         )
