@@ -1,8 +1,9 @@
 # The two commands of this repository:
 #   make run    the platform on this machine (SQLite + filesystem broker unless DATABASE_URL /
 #               CELERY_BROKER_URL name PostgreSQL and Redis), with demo data; Ctrl-C stops it all
-#   make test   lint, format check, migration check and the whole test suite against the real
-#               PostgreSQL and Redis (DATABASE_URL / REDIS_URL override the local defaults)
+#   make test   lint, format check, type check, import contracts, migration check and the whole
+#               test suite against the real PostgreSQL and Redis (DATABASE_URL / REDIS_URL
+#               override the local defaults)
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -30,6 +31,8 @@ run: $(VENV)/.installed
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: lint
 	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run

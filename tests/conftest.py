@@ -1,3 +1,10 @@
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
 import pytest
 from rest_framework.test import APIClient
 
@@ -72,3 +79,68 @@ def client_as(api_client, actors):
         return api_client
 
     return _client_as
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _database_url() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    credentials = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{credentials}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def control_worker(transactional_db, tmp_path):
+    """A real control-plane Celery worker process, consuming a queue of its own on the test
+    Redis and writing to the test database. Yields the queue name."""
+    from django.conf import settings
+
+    queue = f"control-test-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path / "control-worker.log"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "config.settings.test",
+        "DATABASE_URL": _database_url(),
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "PYTHONPATH": f"{REPO}{os.pathsep}{REPO / 'platform'}",
+    }
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "config", "worker",
+                "--queues", queue, "--pool", "solo", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "--hostname", f"{queue}@%h",
+            ],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"control worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        yield queue
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2) -> bool:
+    """Polls `condition` until it holds or `timeout` seconds pass; returns whether it held."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return condition()

@@ -86,3 +86,14 @@ def test_local_settings_use_postgresql_and_redis_when_their_urls_are_set(tmp_pat
         "django.db.backends.postgresql",
         "redis://127.0.0.1:6379/3",
     ]
+
+
+def test_production_redirects_to_https_except_the_health_endpoint():
+    code = (
+        "from django.test import Client;"
+        "c = Client(HTTP_HOST='node.example.org');"
+        "print(c.get('/healthz').status_code, c.get('/').status_code, c.get('/')['Location'])"
+    )
+    result = manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "301", "https://node.example.org/"]

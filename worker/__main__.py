@@ -1,7 +1,7 @@
 """`python -m worker COMMAND`: the GPU worker's entry point.
 
-  inventory   print the GPUs (through NVML) or CPUs this host offers, as JSON
-  check       check the worker's settings and that its broker and node answer
+inventory   print the GPUs (through NVML) or CPUs this host offers, as JSON
+check       check the worker's settings and that its broker and node answer
 """
 
 import argparse

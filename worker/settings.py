@@ -31,7 +31,9 @@ class WorkerSettings:
         }
         missing = [name for name, value in values.items() if not value]
         if missing:
-            names = ", ".join(f"--{name.replace('_', '-')} / WORKER_{name.upper()}" for name in missing)
+            names = ", ".join(
+                f"--{name.replace('_', '-')} / WORKER_{name.upper()}" for name in missing
+            )
             raise SettingsError(f"Missing worker settings: {names}.")
         node = urlparse(values["node_url"])
         if node.scheme not in ("http", "https") or not node.netloc:

@@ -7,7 +7,7 @@ from apps.accounts.models import ApiToken, Institution, Membership, User
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
-    fieldsets = (*DjangoUserAdmin.fieldsets, ("Research identity", {"fields": ("orcid",)}))
+    fieldsets = (*(DjangoUserAdmin.fieldsets or ()), ("Research identity", {"fields": ("orcid",)}))
     list_display = ("username", "email", "first_name", "last_name", "orcid", "is_staff")
     search_fields = ("username", "email", "first_name", "last_name", "orcid")
 

@@ -16,6 +16,7 @@ from rest_framework.views import APIView
 from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.permissions import IsStaffOrReadOnly, SessionOnly
+from apps.accounts.typing import AuthenticatedRequest
 from apps.core.serializers import StrictSerializer
 
 
@@ -49,12 +50,12 @@ class MeApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
     @extend_schema(responses=MeOutput, summary="The signed-in user and their memberships")
-    def get(self, request: Request) -> Response:
+    def get(self, request: AuthenticatedRequest) -> Response:
         user = selectors.user_with_memberships(user=request.user)
         return Response(MeOutput(user).data)
 
     @extend_schema(request=MeInput, responses=MeOutput, summary="Update your profile")
-    def patch(self, request: Request) -> Response:
+    def patch(self, request: AuthenticatedRequest) -> Response:
         payload = MeInput(data=request.data)
         payload.is_valid(raise_exception=True)
         services.user_profile_update(user=request.user, **payload.validated_data)
@@ -138,9 +139,7 @@ def _institution_or_404(slug: str) -> Institution:
 
 def _require_manager(request: Request, institution: Institution) -> None:
     if not selectors.user_can_manage_institution(user=request.user, institution=institution):
-        raise PermissionDenied(
-            f"Only admins of {institution.name} and platform staff can do this."
-        )
+        raise PermissionDenied(f"Only admins of {institution.name} and platform staff can do this.")
 
 
 class InstitutionDetailApi(APIView):
@@ -286,14 +285,14 @@ class TokenListApi(generics.ListAPIView):
     filter_backends: list = []
 
     def get_queryset(self):
-        return selectors.api_token_list(user=self.request.user)
+        return selectors.api_token_list(user=self.request.user)  # type: ignore[arg-type]
 
     @extend_schema(
         request=TokenCreateInput,
         responses={201: TokenCreatedOutput},
         summary="Create a personal API token (signed-in session only)",
     )
-    def post(self, request: Request) -> Response:
+    def post(self, request: AuthenticatedRequest) -> Response:
         payload = TokenCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         token, secret = services.api_token_create(user=request.user, **payload.validated_data)
@@ -304,14 +303,14 @@ class TokenListApi(generics.ListAPIView):
 class TokenDetailApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
-    def _token(self, request: Request, token_id: int) -> ApiToken:
+    def _token(self, request: AuthenticatedRequest, token_id: int) -> ApiToken:
         return get_object_or_404(selectors.api_token_list(user=request.user), pk=token_id)
 
     @extend_schema(responses=TokenOutput, summary="One of your API tokens")
-    def get(self, request: Request, token_id: int) -> Response:
+    def get(self, request: AuthenticatedRequest, token_id: int) -> Response:
         return Response(TokenOutput(self._token(request, token_id)).data)
 
     @extend_schema(request=None, responses={204: None}, summary="Revoke one of your API tokens")
-    def delete(self, request: Request, token_id: int) -> Response:
+    def delete(self, request: AuthenticatedRequest, token_id: int) -> Response:
         services.api_token_revoke(token=self._token(request, token_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

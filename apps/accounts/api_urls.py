@@ -5,7 +5,9 @@ from apps.accounts import api
 urlpatterns = [
     path("me/", api.MeApi.as_view(), name="me"),
     path("institutions/", api.InstitutionListApi.as_view(), name="institution-list"),
-    path("institutions/<slug:slug>/", api.InstitutionDetailApi.as_view(), name="institution-detail"),
+    path(
+        "institutions/<slug:slug>/", api.InstitutionDetailApi.as_view(), name="institution-detail"
+    ),
     path(
         "institutions/<slug:slug>/members/", api.MemberListApi.as_view(), name="institution-members"
     ),

@@ -47,7 +47,7 @@ class Institution(models.Model):
         help_text="Research Organization Registry id, e.g. 05dxps055.",
     )
     description = models.TextField(blank=True)
-    members = models.ManyToManyField(
+    members: models.ManyToManyField = models.ManyToManyField(
         settings.AUTH_USER_MODEL, through="Membership", related_name="institutions"
     )
     created_at = models.DateTimeField(auto_now_add=True)

@@ -1,12 +1,14 @@
 """Reads for users, institutions, memberships and API tokens."""
 
+from django.contrib.auth.models import AnonymousUser
 from django.db.models import Count, Prefetch, QuerySet
 
 from apps.accounts.models import ApiToken, Institution, Membership, User
 
 
 def institution_list() -> QuerySet[Institution]:
-    return Institution.objects.annotate(member_count=Count("memberships"))
+    # An aggregate drops Meta.ordering, so the order is restated for stable pages.
+    return Institution.objects.annotate(member_count=Count("memberships")).order_by("name")
 
 
 def membership_list(*, institution: Institution) -> QuerySet[Membership]:
@@ -18,17 +20,14 @@ def membership_list(*, institution: Institution) -> QuerySet[Membership]:
 
 
 def user_with_memberships(*, user: User) -> User:
-    return (
-        User.objects.prefetch_related(
-            Prefetch("memberships", queryset=Membership.objects.select_related("institution"))
-        )
-        .get(pk=user.pk)
-    )
+    return User.objects.prefetch_related(
+        Prefetch("memberships", queryset=Membership.objects.select_related("institution"))
+    ).get(pk=user.pk)
 
 
-def user_can_manage_institution(*, user: User, institution: Institution) -> bool:
+def user_can_manage_institution(*, user: User | AnonymousUser, institution: Institution) -> bool:
     """Platform staff and the institution's admins manage its profile and members."""
-    if not user.is_authenticated:
+    if not isinstance(user, User):
         return False
     if user.is_staff:
         return True

@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.validators import normalize_orcid, normalize_ror
 
-API_TOKEN_PREFIX = "rxp_"
+API_TOKEN_PREFIX = "rxp_"  # noqa: S105 - a public marker, not a secret
 
 
 def _normalized(value: str, normalize) -> str:
@@ -100,7 +100,10 @@ def institution_update(*, institution: Institution, **changes: str) -> Instituti
 
 
 def _check_ror_unused(ror_id: str, *, institution_pk: int | None = None) -> None:
-    if ror_id and Institution.objects.filter(ror_id=ror_id).exclude(pk=institution_pk).exists():
+    others = Institution.objects.filter(ror_id=ror_id)
+    if institution_pk is not None:
+        others = others.exclude(pk=institution_pk)
+    if ror_id and others.exists():
         raise ValidationError({"ror_id": "Another institution already has this ROR id."})
 
 
@@ -193,11 +196,7 @@ class ApiTokenRefused(Exception):
 
 def api_token_use(*, secret: str) -> ApiToken:
     """Finds the active token for a secret and records its use; raises ApiTokenRefused."""
-    token = (
-        ApiToken.objects.select_related("user")
-        .filter(key_hash=api_token_hash(secret))
-        .first()
-    )
+    token = ApiToken.objects.select_related("user").filter(key_hash=api_token_hash(secret)).first()
     if token is None:
         raise ApiTokenRefused("Invalid API token.")
     if token.revoked_at is not None:

@@ -84,4 +84,6 @@ def normalize_ror(value: str) -> str:
 
 def validate_ror(value: str) -> None:
     if normalize_ror(value) != value:
-        raise ValidationError(f"'{value}' is not in canonical form (05dxps055).", code="invalid_ror")
+        raise ValidationError(
+            f"'{value}' is not in canonical form (05dxps055).", code="invalid_ror"
+        )

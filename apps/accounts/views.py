@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from apps.accounts import selectors, services
 from apps.accounts.forms import ProfileForm, TokenCreateForm
+from apps.accounts.typing import AuthenticatedHttpRequest
 
 
 def institution_list(request: HttpRequest) -> HttpResponse:
@@ -37,7 +38,7 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 
 @login_required
-def profile(request: HttpRequest) -> HttpResponse:
+def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = ProfileForm(request.POST or None, instance=request.user)
     if request.method == "POST" and form.is_valid():
         try:
@@ -53,7 +54,7 @@ def profile(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-def tokens(request: HttpRequest) -> HttpResponse:
+def tokens(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = TokenCreateForm(request.POST or None)
     new_secret = None
     if request.method == "POST" and form.is_valid():
@@ -77,7 +78,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_POST
-def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+def token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpResponse:
     token = get_object_or_404(selectors.api_token_list(user=request.user), pk=token_id)
     services.api_token_revoke(token=token)
     messages.success(request, f"Token “{token.name}” has been revoked.")

@@ -8,13 +8,12 @@ class StrictInputMixin:
     """Refuses what DRF would silently accept: keys the serializer does not know, keys it only
     reads, and numbers or booleans where a string is expected."""
 
-    fields: Mapping[str, serializers.Field]
-
     def to_internal_value(self, data: Any) -> Any:
         if isinstance(data, Mapping):
             errors: dict[str, list[str]] = {}
+            fields: Mapping[str, serializers.Field] = self.fields  # type: ignore[attr-defined]
             for key, value in data.items():
-                field = self.fields.get(key)
+                field = fields.get(key)
                 if field is None:
                     errors[key] = ["Unknown field."]
                 elif field.read_only:

@@ -89,7 +89,9 @@ def test_institution_admin_edits_profile_but_not_slug(api_client, institution_ad
     assert institution.slug == "northbridge"
 
 
-def test_admin_of_one_institution_cannot_edit_another(api_client, institution_admin, other_institution):
+def test_admin_of_one_institution_cannot_edit_another(
+    api_client, institution_admin, other_institution
+):
     api_client.force_authenticate(institution_admin)
     response = api_client.patch("/api/v1/institutions/rheinau/", {"name": "Taken over"})
     assert response.status_code == 403

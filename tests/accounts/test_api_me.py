@@ -10,7 +10,11 @@ def test_me_shows_profile_and_memberships(api_client, institution_admin):
     body = api_client.get("/api/v1/me/").json()
     assert body["username"] == institution_admin.username
     assert body["memberships"] == [
-        {"institution": "northbridge", "institution_name": "Northbridge University", "role": "admin"}
+        {
+            "institution": "northbridge",
+            "institution_name": "Northbridge University",
+            "role": "admin",
+        }
     ]
 
 

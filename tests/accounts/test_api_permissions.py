@@ -21,7 +21,9 @@ pytestmark = pytest.mark.django_db
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 200, "member": 200, "institution_admin": 200, "staff": 200}),
+    expected(
+        {"anonymous": 401, "outsider": 200, "member": 200, "institution_admin": 200, "staff": 200}
+    ),
 )
 def test_me(client_as, actor, status):
     response = client_as(actor).get("/api/v1/me/")
@@ -39,7 +41,9 @@ def test_institution_list_and_detail_are_public(client_as, actor, institution):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 403, "staff": 201}),
+    expected(
+        {"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 403, "staff": 201}
+    ),
 )
 def test_create_institution(client_as, actor, status):
     response = client_as(actor).post(
@@ -50,7 +54,9 @@ def test_create_institution(client_as, actor, status):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 200, "staff": 200}),
+    expected(
+        {"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 200, "staff": 200}
+    ),
 )
 def test_update_institution(client_as, actor, status, institution):
     response = client_as(actor).patch(
@@ -70,7 +76,9 @@ def test_member_list_is_public(client_as, actor, member):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 201, "staff": 201}),
+    expected(
+        {"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 201, "staff": 201}
+    ),
 )
 def test_add_member(client_as, actor, status, institution):
     newcomer = UserFactory(username="newcomer")
@@ -85,7 +93,9 @@ def test_add_member(client_as, actor, status, institution):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 200, "staff": 200}),
+    expected(
+        {"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 200, "staff": 200}
+    ),
 )
 def test_change_member_role(client_as, actor, status, institution):
     target = MembershipFactory(institution=institution, user__username="target")
@@ -99,7 +109,9 @@ def test_change_member_role(client_as, actor, status, institution):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 204, "staff": 204}),
+    expected(
+        {"anonymous": 401, "outsider": 403, "member": 403, "institution_admin": 204, "staff": 204}
+    ),
 )
 def test_remove_member(client_as, actor, status, institution):
     target = MembershipFactory(institution=institution, user__username="target")
@@ -110,7 +122,9 @@ def test_remove_member(client_as, actor, status, institution):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 200, "member": 200, "institution_admin": 200, "staff": 200}),
+    expected(
+        {"anonymous": 401, "outsider": 200, "member": 200, "institution_admin": 200, "staff": 200}
+    ),
 )
 def test_token_list_shows_only_own_tokens(client_as, actors, actor, status):
     someone_else = UserFactory()
@@ -123,7 +137,9 @@ def test_token_list_shows_only_own_tokens(client_as, actors, actor, status):
 
 @pytest.mark.parametrize(
     ("actor", "status"),
-    expected({"anonymous": 401, "outsider": 404, "member": 404, "institution_admin": 404, "staff": 404}),
+    expected(
+        {"anonymous": 401, "outsider": 404, "member": 404, "institution_admin": 404, "staff": 404}
+    ),
 )
 def test_nobody_can_see_or_revoke_another_users_token(client_as, actor, status):
     theirs = ApiToken.objects.create(

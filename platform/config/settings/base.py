@@ -148,8 +148,8 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": (
         "REST API of a research-exchange node: institutions, researchers and their API tokens. "
         "Authenticate with `Authorization: Bearer <token>` (a personal API token) or a portal "
-        "session. Every 4xx answer has the shape `{\"error\": {\"status\", \"code\", \"message\", "
-        "\"fields\"}}`."
+        'session. Every 4xx answer has the shape `{"error": {"status", "code", "message", '
+        '"fields"}}`.'
     ),
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,

@@ -68,7 +68,11 @@ class Command(BaseCommand):
         for username, first, last, orcid, slug, role in RESEARCHERS:
             user, created = User.objects.get_or_create(
                 username=username,
-                defaults={"first_name": first, "last_name": last, "email": f"{username}@example.org"},
+                defaults={
+                    "first_name": first,
+                    "last_name": last,
+                    "email": f"{username}@example.org",
+                },
             )
             if created and orcid:
                 services.user_profile_update(user=user, orcid=orcid)

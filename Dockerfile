@@ -1,0 +1,25 @@
+# One image for the web server, the control-plane worker and beat.
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONPATH=/app:/app/platform \
+    DJANGO_SETTINGS_MODULE=config.settings.production
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY apps ./apps
+COPY worker ./worker
+RUN pip install --no-cache-dir .
+COPY . .
+
+# Static files are collected into the image and served by WhiteNoise.
+RUN SECRET_KEY=collectstatic-only ALLOWED_HOSTS=localhost DATABASE_URL=sqlite:////tmp/build.db \
+    CELERY_BROKER_URL=memory:// STATIC_ROOT=/app/static python manage.py collectstatic --noinput
+
+RUN useradd --create-home --uid 10001 node && mkdir -p /data/media && chown node /data/media
+USER node
+ENV STATIC_ROOT=/app/static MEDIA_ROOT=/data/media
+
+EXPOSE 8000
+CMD ["gunicorn", "--pythonpath", "platform", "--bind", "0.0.0.0:8000", "--workers", "3", "config.wsgi:application"]

@@ -1,0 +1,124 @@
+"""The README's run command, as a new user runs it: embedded database and broker, demo data,
+web server + control-plane worker + beat, all stopped by one Ctrl-C."""
+
+import http.cookiejar
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import wait_for
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below `pid` (honcho starts each of its processes in a session of its own,
+    so process groups cannot find them)."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def get(opener, url: str) -> tuple[int, str]:
+    try:
+        with opener.open(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except OSError:
+        return 0, ""
+
+
+@pytest.fixture
+def running_platform(tmp_path):
+    port = free_port()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "CACHE_URL"}
+    }
+    env.update({"PLATFORM_VAR_DIR": str(tmp_path / "var"), "WEB_PORT": str(port)})
+    log_path = tmp_path / "run.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            ["make", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )  # fmt: skip
+    try:
+        yield process, f"http://127.0.0.1:{port}", log_path
+    finally:
+        if process.poll() is None:
+            for pid in descendants(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
+    process, base_url, log_path = running_platform
+    cookie_jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookie_jar))
+
+    deadline = time.monotonic() + 180
+    while get(opener, f"{base_url}/healthz")[0] != 200:
+        assert process.poll() is None, log_path.read_text()
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.5)
+
+    status, home = get(opener, f"{base_url}/")
+    assert status == 200 and "Northbridge University" in home
+    status, schema = get(opener, f"{base_url}/api/schema/")
+    assert status == 200 and schema.startswith("openapi: 3")
+
+    def log_has(text: str) -> bool:
+        return text in log_path.read_text()
+
+    while not (log_has("celery@") and log_has("beat: Starting")):
+        assert time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.5)
+
+    password = re.search(r"Staff admin:\s+admin / (\S+)", log_path.read_text()).group(1)
+    get(opener, f"{base_url}/login/")
+    cookies = {cookie.name: cookie.value for cookie in cookie_jar}
+    form = urllib.parse.urlencode(
+        {"username": "admin", "password": password, "csrfmiddlewaretoken": cookies["csrftoken"]}
+    ).encode()
+    with opener.open(urllib.request.Request(f"{base_url}/login/", data=form), timeout=10) as page:
+        assert 'href="/admin/"' in page.read().decode()  # signed in as staff
+
+    started = descendants(process.pid)
+    assert len(started) >= 4, "expected make, honcho, web, worker and beat processes"
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
+    process.wait(timeout=60)
+    assert wait_for(lambda: not any(alive(pid) for pid in started), timeout=20), (
+        f"left running: {[pid for pid in started if alive(pid)]}"
+    )
