@@ -35,7 +35,7 @@ lint: $(VENV)/.installed
 	$(VENV)/bin/lint-imports
 
 test: lint
-	DJANGO_SETTINGS_MODULE=config.settings.test $(PY) manage.py makemigrations --check --dry-run
+	DATABASE_URL=sqlite:///:memory: $(PY) manage.py makemigrations --check --dry-run
 	$(VENV)/bin/pytest
 
 clean:

@@ -1,5 +1,6 @@
 from django.contrib import admin, messages
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.db import models
 
 from apps.accounts import services
 from apps.accounts.models import ApiToken, Institution, Membership, User
@@ -24,6 +25,7 @@ class InstitutionAdmin(admin.ModelAdmin):
     list_filter = ("country",)
     search_fields = ("name", "slug", "ror_id")
     prepopulated_fields = {"slug": ("name",)}
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
     inlines = [MembershipInline]
 
 

@@ -4,8 +4,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from apps.accounts.models import ApiToken, User
-from apps.accounts.validators import normalize_orcid
+from apps.accounts.models import ApiToken, Institution, Membership, User
+from apps.accounts.validators import normalize_orcid, normalize_ror
 
 
 class ProfileForm(forms.ModelForm):
@@ -44,3 +44,37 @@ class TokenCreateForm(forms.Form):
             return timezone.now() + timedelta(days=int(days))
         except ValueError as error:
             raise ValidationError("Choose one of the offered expiry periods.") from error
+
+
+class InstitutionForm(forms.ModelForm):
+    website = forms.URLField(required=False, assume_scheme="https", max_length=200)
+    ror_id = forms.CharField(
+        label="ROR id",
+        required=False,
+        max_length=64,
+        help_text="Optional. For example 05dxps055 or https://ror.org/05dxps055.",
+    )
+
+    class Meta:
+        model = Institution
+        fields = ["name", "country", "website", "ror_id", "description"]
+
+    def clean_ror_id(self) -> str:
+        value = self.cleaned_data["ror_id"]
+        return normalize_ror(value) if value else ""
+
+
+class MemberAddForm(forms.Form):
+    username = forms.CharField(max_length=150, help_text="The researcher's username on this node.")
+    role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
+
+    def clean_username(self) -> User:
+        username = self.cleaned_data["username"]
+        user = User.objects.filter(username=username, is_active=True).first()
+        if user is None:
+            raise ValidationError(f"There is no active user named '{username}'.")
+        return user
+
+
+class MemberRoleForm(forms.Form):
+    role = forms.ChoiceField(choices=Membership.Role.choices)

@@ -2,14 +2,21 @@
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from apps.accounts import selectors, services
-from apps.accounts.forms import ProfileForm, TokenCreateForm
+from apps.accounts.forms import (
+    InstitutionForm,
+    MemberAddForm,
+    MemberRoleForm,
+    ProfileForm,
+    TokenCreateForm,
+)
+from apps.accounts.models import Institution, Membership
 from apps.accounts.typing import AuthenticatedHttpRequest
 
 
@@ -83,3 +90,102 @@ def token_revoke(request: AuthenticatedHttpRequest, token_id: int) -> HttpRespon
     services.api_token_revoke(token=token)
     messages.success(request, f"Token “{token.name}” has been revoked.")
     return redirect("accounts:tokens")
+
+
+def _managed_institution(request: AuthenticatedHttpRequest, slug: str) -> Institution:
+    institution = get_object_or_404(Institution, slug=slug)
+    if not selectors.user_can_manage_institution(user=request.user, institution=institution):
+        raise PermissionDenied(f"Only admins of {institution.name} and platform staff can do this.")
+    return institution
+
+
+def _report(request: HttpRequest, error: ValidationError) -> None:
+    for message in error.messages:
+        messages.error(request, message)
+
+
+@login_required
+def institution_manage(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    institution = _managed_institution(request, slug)
+    form = InstitutionForm(request.POST or None, instance=institution)
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.institution_update(institution=institution, **form.cleaned_data)
+        except ValidationError as error:
+            _report(request, error)
+        else:
+            messages.success(request, f"{institution.name} has been saved.")
+            return redirect("accounts:institution-manage", slug=slug)
+    return render(
+        request,
+        "accounts/institution_manage.html",
+        {
+            "institution": institution,
+            "form": form,
+            "add_form": MemberAddForm(),
+            "memberships": selectors.membership_list(institution=institution),
+            "roles": Membership.Role.choices,
+        },
+    )
+
+
+@login_required
+@require_POST
+def member_add(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
+    institution = _managed_institution(request, slug)
+    form = MemberAddForm(request.POST)
+    if not form.is_valid():
+        for field_errors in form.errors.as_data().values():
+            for error in field_errors:
+                _report(request, error)
+    else:
+        try:
+            membership = services.membership_add(
+                institution=institution,
+                user=form.cleaned_data["username"],
+                role=form.cleaned_data["role"],
+            )
+        except ValidationError as error:
+            _report(request, error)
+        else:
+            messages.success(request, f"{membership.user.display_name} has been added.")
+    return redirect("accounts:institution-manage", slug=slug)
+
+
+@login_required
+@require_POST
+def member_change_role(request: AuthenticatedHttpRequest, slug: str, username: str) -> HttpResponse:
+    institution = _managed_institution(request, slug)
+    membership = get_object_or_404(
+        selectors.membership_list(institution=institution), user__username=username
+    )
+    form = MemberRoleForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose one of the offered roles.")
+    else:
+        try:
+            services.membership_change_role(membership=membership, role=form.cleaned_data["role"])
+        except ValidationError as error:
+            _report(request, error)
+        else:
+            messages.success(
+                request,
+                f"{membership.user.display_name} is now {membership.get_role_display().lower()}.",
+            )
+    return redirect("accounts:institution-manage", slug=slug)
+
+
+@login_required
+@require_POST
+def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -> HttpResponse:
+    institution = _managed_institution(request, slug)
+    membership = get_object_or_404(
+        selectors.membership_list(institution=institution), user__username=username
+    )
+    try:
+        services.membership_remove(membership=membership)
+    except ValidationError as error:
+        _report(request, error)
+    else:
+        messages.success(request, f"{membership.user.display_name} has been removed.")
+    return redirect("accounts:institution-manage", slug=slug)

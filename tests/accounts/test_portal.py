@@ -52,16 +52,13 @@ def test_unknown_institution_page_is_a_404(client, db):
     assert client.get("/institutions/nowhere/").status_code == 404
 
 
-def test_institution_admins_see_how_to_manage_members(client, institution_admin, member):
+def test_only_managers_are_offered_the_manage_page(client, institution_admin, member, staff):
+    manage_link = 'href="/institutions/northbridge/manage/"'
     client.force_login(member)
-    assert (
-        "You manage this institution"
-        not in client.get("/institutions/northbridge/").content.decode()
-    )
-    client.force_login(institution_admin)
-    assert (
-        "You manage this institution" in client.get("/institutions/northbridge/").content.decode()
-    )
+    assert manage_link not in client.get("/institutions/northbridge/").content.decode()
+    for manager in [institution_admin, staff]:
+        client.force_login(manager)
+        assert manage_link in client.get("/institutions/northbridge/").content.decode()
 
 
 def test_profile_requires_login(client, db):
