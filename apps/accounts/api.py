@@ -6,7 +6,7 @@ Views stay thin: an input serializer validates, one service writes, an output se
 import django_filters
 from django.shortcuts import get_object_or_404
 from django_countries.serializer_fields import CountryField
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.request import Request
@@ -110,6 +110,7 @@ class InstitutionFilter(django_filters.FilterSet):
         fields = ["country"]
 
 
+@extend_schema_view(get=extend_schema(summary="List institutions"))
 class InstitutionListApi(generics.ListAPIView):
     permission_classes = [IsStaffOrReadOnly]
     serializer_class = InstitutionOutput
@@ -184,6 +185,7 @@ class MemberRoleInput(StrictSerializer):
     role = serializers.ChoiceField(choices=Membership.Role.choices)
 
 
+@extend_schema_view(get=extend_schema(summary="List an institution's members"))
 class MemberListApi(generics.ListAPIView):
     serializer_class = MemberOutput
     filter_backends: list = []
@@ -279,6 +281,7 @@ class TokenCreateInput(StrictSerializer):
     expires_at = serializers.DateTimeField(required=False, allow_null=True)
 
 
+@extend_schema_view(get=extend_schema(summary="List your API tokens"))
 class TokenListApi(generics.ListAPIView):
     permission_classes = [permissions.IsAuthenticated, SessionOnly]
     serializer_class = TokenOutput
