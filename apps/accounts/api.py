@@ -91,7 +91,7 @@ class InstitutionCreateInput(StrictSerializer):
     ror_id = serializers.CharField(
         required=False, allow_blank=True, max_length=64, help_text="ROR id or its URL."
     )
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
 class InstitutionUpdateInput(StrictSerializer):
@@ -99,7 +99,7 @@ class InstitutionUpdateInput(StrictSerializer):
     country = CountryField(required=False)
     website = serializers.URLField(required=False, allow_blank=True)
     ror_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
-    description = serializers.CharField(required=False, allow_blank=True)
+    description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
 class InstitutionFilter(django_filters.FilterSet):

@@ -99,6 +99,13 @@ def _managed_institution(request: AuthenticatedHttpRequest, slug: str) -> Instit
     return institution
 
 
+def _managed_membership(request: AuthenticatedHttpRequest, slug: str, username: str) -> Membership:
+    institution = _managed_institution(request, slug)
+    return get_object_or_404(
+        selectors.membership_list(institution=institution), user__username=username
+    )
+
+
 def _report(request: HttpRequest, error: ValidationError) -> None:
     for message in error.messages:
         messages.error(request, message)
@@ -155,10 +162,7 @@ def member_add(request: AuthenticatedHttpRequest, slug: str) -> HttpResponse:
 @login_required
 @require_POST
 def member_change_role(request: AuthenticatedHttpRequest, slug: str, username: str) -> HttpResponse:
-    institution = _managed_institution(request, slug)
-    membership = get_object_or_404(
-        selectors.membership_list(institution=institution), user__username=username
-    )
+    membership = _managed_membership(request, slug, username)
     form = MemberRoleForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Choose one of the offered roles.")
@@ -178,10 +182,7 @@ def member_change_role(request: AuthenticatedHttpRequest, slug: str, username: s
 @login_required
 @require_POST
 def member_remove(request: AuthenticatedHttpRequest, slug: str, username: str) -> HttpResponse:
-    institution = _managed_institution(request, slug)
-    membership = get_object_or_404(
-        selectors.membership_list(institution=institution), user__username=username
-    )
+    membership = _managed_membership(request, slug, username)
     try:
         services.membership_remove(membership=membership)
     except ValidationError as error:
