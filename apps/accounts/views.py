@@ -60,24 +60,29 @@ def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
     return render(request, "accounts/profile.html", {"form": form, "profile_user": user})
 
 
+NEW_TOKEN_SESSION_KEY = "accounts:new-api-token"  # noqa: S105 - a key name, not a secret
+
+
 @login_required
 def tokens(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = TokenCreateForm(request.POST or None)
-    new_secret = None
     if request.method == "POST" and form.is_valid():
-        _token, new_secret = services.api_token_create(
+        _token, secret = services.api_token_create(
             user=request.user,
             name=form.cleaned_data["name"],
             scope=form.cleaned_data["scope"],
             expires_at=form.cleaned_data["expires_in_days"],
         )
-        form = TokenCreateForm()
+        # Post/redirect/get: the secret rides in the session to the next page view only, so
+        # reloading the page neither shows it again nor creates a second token.
+        request.session[NEW_TOKEN_SESSION_KEY] = secret
+        return redirect("accounts:tokens")
     return render(
         request,
         "accounts/tokens.html",
         {
             "form": form,
-            "new_secret": new_secret,
+            "new_secret": request.session.pop(NEW_TOKEN_SESSION_KEY, None),
             "tokens": selectors.api_token_list(user=request.user),
         },
     )

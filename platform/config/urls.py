@@ -13,8 +13,20 @@ api_v1 = [
 urlpatterns = [
     path("", include("apps.portal.urls")),
     path("", include("apps.accounts.urls")),
-    path("login/", auth_views.LoginView.as_view(), name="login"),
+    path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path(
+        "account/password/",
+        auth_views.PasswordChangeView.as_view(template_name="accounts/password_change_form.html"),
+        name="password_change",
+    ),
+    path(
+        "account/password/done/",
+        auth_views.PasswordChangeDoneView.as_view(
+            template_name="accounts/password_change_done.html"
+        ),
+        name="password_change_done",
+    ),
     path("admin/", admin.site.urls),
     path("healthz", health, name="health"),
     path("api/v1/", include(api_v1)),

@@ -103,9 +103,11 @@ def test_profile_saves_a_valid_orcid_and_explains_an_invalid_one(client, member)
 
 def test_token_page_shows_a_new_secret_once_and_revokes(client, member):
     client.force_login(member)
-    created = client.post(
+    response = client.post(
         "/account/tokens/", {"name": "notebook", "scope": "read", "expires_in_days": "30"}
-    ).content.decode()
+    )
+    assert response.status_code == 302  # post/redirect/get: a reload creates nothing
+    created = client.get(response["Location"]).content.decode()
     token = ApiToken.objects.get(user=member)
     assert 'id="new-token"' in created and token.prefix in created
     secret = created.split('<code id="new-token">')[1].split("</code>")[0]
@@ -163,3 +165,22 @@ def test_api_docs_and_schema_are_served(client, db):
 
 def test_health_endpoint_reports_ok(client, db):
     assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_password_change_needs_the_old_password(client, member):
+    client.force_login(member)
+    new = "a new long passphrase"
+    wrong = client.post(
+        "/account/password/",
+        {"old_password": "wrong", "new_password1": new, "new_password2": new},
+    )
+    assert "Your old password was entered incorrectly" in wrong.content.decode()
+
+    changed = client.post(
+        "/account/password/",
+        {"old_password": PASSWORD, "new_password1": new, "new_password2": new},
+        follow=True,
+    )
+    assert "Password changed" in changed.content.decode()
+    member.refresh_from_db()
+    assert member.check_password(new)
