@@ -46,18 +46,20 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
 
 @login_required
 def profile(request: AuthenticatedHttpRequest) -> HttpResponse:
-    form = ProfileForm(request.POST or None, instance=request.user)
+    # A copy of the user: a form that fails validation must not leave its values on
+    # request.user, which the page header shows.
+    account = selectors.user_with_memberships(user=request.user)
+    form = ProfileForm(request.POST or None, instance=account)
     if request.method == "POST" and form.is_valid():
         try:
-            services.user_profile_update(user=request.user, **form.cleaned_data)
+            services.user_profile_update(user=account, **form.cleaned_data)
         except ValidationError as error:
             for field, field_errors in error.message_dict.items():
                 form.add_error(field if field in form.fields else None, field_errors)
         else:
             messages.success(request, "Your profile has been saved.")
             return redirect("accounts:profile")
-    user = selectors.user_with_memberships(user=request.user)
-    return render(request, "accounts/profile.html", {"form": form, "profile_user": user})
+    return render(request, "accounts/profile.html", {"form": form, "profile_user": account})
 
 
 NEW_TOKEN_SESSION_KEY = "accounts:new-api-token"  # noqa: S105 - a key name, not a secret

@@ -2,7 +2,7 @@
 could leak into a deployment by accident."""
 
 from .base import *  # noqa: F403
-from .base import MIDDLEWARE, env
+from .base import MIDDLEWARE, REST_FRAMEWORK, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -22,6 +22,8 @@ STORAGES = {
 
 # TLS ends at the reverse proxy in front of gunicorn.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Anonymous clients are throttled by address: behind the proxy, take it from X-Forwarded-For.
+REST_FRAMEWORK = {**REST_FRAMEWORK, "NUM_PROXIES": env.int("NUM_PROXIES", default=1)}
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=True)
 # Container healthchecks call gunicorn directly over plain HTTP.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
