@@ -112,3 +112,14 @@ def test_signed_in_users_have_their_own_higher_limit(api_client, member):
     with override_settings(**throttle_rates(anon="1/minute", user="5/minute")):
         statuses = [api_client.get("/api/v1/me/").status_code for _ in range(6)]
         assert statuses == [200] * 5 + [429]
+
+
+def test_a_write_that_loses_a_race_is_a_409_not_a_500():
+    from django.db import IntegrityError
+
+    from apps.core.exceptions import api_exception_handler
+
+    response = api_exception_handler(IntegrityError("duplicate key"), {})
+    assert response.status_code == 409
+    assert response.data["error"]["code"] == "conflict"
+    assert "retry" in response.data["error"]["message"]
