@@ -74,7 +74,7 @@ def running_platform(tmp_path):
             start_new_session=True,
         )  # fmt: skip
     try:
-        yield process, f"http://127.0.0.1:{port}", log_path
+        yield process, f"http://127.0.0.1:{port}", log_path, env
     finally:
         if process.poll() is None:
             for pid in descendants(process.pid):
@@ -84,7 +84,7 @@ def running_platform(tmp_path):
 
 
 def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
-    process, base_url, log_path = running_platform
+    process, base_url, log_path, env = running_platform
     cookie_jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookie_jar))
 
@@ -105,6 +105,16 @@ def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     while not (log_has("celery@") and log_has("beat: Starting")):
         assert time.monotonic() < deadline, log_path.read_text()
         time.sleep(0.5)
+
+    # A task sent from Django reaches the control worker through the embedded broker.
+    send = "from apps.accounts.tasks import api_tokens_purge_stale; api_tokens_purge_stale.delay()"
+    subprocess.run(
+        [".venv/bin/python", "manage.py", "shell", "--no-imports", "-c", send],
+        cwd=REPO, env=env, check=True, timeout=60,
+    )  # fmt: skip
+    assert wait_for(
+        lambda: log_has("api_tokens_purge_stale") and log_has("succeeded"), timeout=30
+    ), log_path.read_text()
 
     password = re.search(r"Staff admin:\s+admin / (\S+)", log_path.read_text()).group(1)
     get(opener, f"{base_url}/login/")
