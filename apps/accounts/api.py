@@ -4,6 +4,7 @@ Views stay thin: an input serializer validates, one service writes, an output se
 """
 
 import django_filters
+from django.core.exceptions import ValidationError as DjangoValidationError
 from django.shortcuts import get_object_or_404
 from django_countries.serializer_fields import CountryField
 from drf_spectacular.utils import extend_schema, extend_schema_view
@@ -175,10 +176,10 @@ class MemberAddInput(StrictSerializer):
     role = serializers.ChoiceField(choices=Membership.Role.choices, default=Membership.Role.MEMBER)
 
     def validate_username(self, value: str) -> User:
-        user = User.objects.filter(username=value, is_active=True).first()
-        if user is None:
-            raise serializers.ValidationError(f"There is no active user named '{value}'.")
-        return user
+        try:
+            return selectors.active_user_by_username(username=value)
+        except DjangoValidationError as error:
+            raise serializers.ValidationError(error.messages) from error
 
 
 class MemberRoleInput(StrictSerializer):
@@ -191,7 +192,8 @@ class MemberListApi(generics.ListAPIView):
     filter_backends: list = []
 
     def get_queryset(self):
-        return selectors.membership_list(institution=_institution_or_404(self.kwargs["slug"]))
+        institution = get_object_or_404(Institution, slug=self.kwargs["slug"])
+        return selectors.membership_list(institution=institution)
 
     @extend_schema(
         request=MemberAddInput,
@@ -199,7 +201,7 @@ class MemberListApi(generics.ListAPIView):
         summary="Add a member (institution admins, platform staff)",
     )
     def post(self, request: Request, slug: str) -> Response:
-        institution = _institution_or_404(slug)
+        institution = get_object_or_404(Institution, slug=slug)
         _require_manager(request, institution)
         payload = MemberAddInput(data=request.data)
         payload.is_valid(raise_exception=True)
@@ -213,7 +215,7 @@ class MemberListApi(generics.ListAPIView):
 
 class MemberDetailApi(APIView):
     def _membership(self, slug: str, username: str) -> Membership:
-        institution = _institution_or_404(slug)
+        institution = get_object_or_404(Institution, slug=slug)
         return get_object_or_404(
             selectors.membership_list(institution=institution), user__username=username
         )

@@ -4,6 +4,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
+from apps.accounts import selectors
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.validators import normalize_orcid, normalize_ror
 
@@ -69,11 +70,7 @@ class MemberAddForm(forms.Form):
     role = forms.ChoiceField(choices=Membership.Role.choices, initial=Membership.Role.MEMBER)
 
     def clean_username(self) -> User:
-        username = self.cleaned_data["username"]
-        user = User.objects.filter(username=username, is_active=True).first()
-        if user is None:
-            raise ValidationError(f"There is no active user named '{username}'.")
-        return user
+        return selectors.active_user_by_username(username=self.cleaned_data["username"])
 
 
 class MemberRoleForm(forms.Form):

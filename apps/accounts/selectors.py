@@ -1,6 +1,7 @@
 """Reads for users, institutions, memberships and API tokens."""
 
 from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import ValidationError
 from django.db.models import Count, Prefetch, QuerySet
 
 from apps.accounts.models import ApiToken, Institution, Membership, User
@@ -17,6 +18,14 @@ def membership_list(*, institution: Institution) -> QuerySet[Membership]:
         .select_related("user")
         .order_by("user__username")
     )
+
+
+def active_user_by_username(*, username: str) -> User:
+    """Raises ValidationError naming the username when no active account has it."""
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise ValidationError(f"There is no active user named '{username}'.")
+    return user
 
 
 def user_with_memberships(*, user: User) -> User:

@@ -100,10 +100,12 @@ def institution_update(*, institution: Institution, **changes: str) -> Instituti
 
 
 def _check_ror_unused(ror_id: str, *, institution_pk: int | None = None) -> None:
+    if not ror_id:
+        return
     others = Institution.objects.filter(ror_id=ror_id)
     if institution_pk is not None:
         others = others.exclude(pk=institution_pk)
-    if ror_id and others.exists():
+    if others.exists():
         raise ValidationError({"ror_id": "Another institution already has this ROR id."})
 
 
