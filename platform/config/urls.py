@@ -8,6 +8,7 @@ from apps.core.views import health
 
 api_v1 = [
     path("", include("apps.accounts.api_urls")),
+    path("", include("apps.catalog.api_urls")),
 ]
 
 urlpatterns = [

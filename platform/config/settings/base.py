@@ -36,6 +36,7 @@ INSTALLED_APPS = [
     "django_countries",
     "apps.core",
     "apps.accounts",
+    "apps.catalog",
     "apps.portal",
 ]
 
@@ -109,7 +110,33 @@ MEDIA_ROOT = Path(env.str("MEDIA_ROOT", default=str(VAR_DIR / "media")))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Content-addressed artifact files (model weights, datasets, paper PDFs), named by sha256.
+    "artifacts": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": MEDIA_ROOT / "artifacts"},
+    },
 }
+if ARTIFACT_S3_BUCKET := env.str("ARTIFACT_S3_BUCKET", default=""):
+    # Any S3-compatible store (AWS, MinIO, Ceph); credentials come from AWS_* variables.
+    STORAGES["artifacts"] = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": ARTIFACT_S3_BUCKET,
+            "endpoint_url": env.str("ARTIFACT_S3_ENDPOINT_URL", default="") or None,
+            "location": "artifacts",
+            "file_overwrite": True,
+            "default_acl": None,
+        },
+    }
+
+# Every uploaded file streams to a temporary file while its sha256 is computed; a file over
+# ARTIFACT_MAX_BYTES is refused as soon as it crosses the limit.
+ARTIFACT_MAX_BYTES = env.int("ARTIFACT_MAX_BYTES", default=4 * 1024**3)
+FILE_UPLOAD_HANDLERS = ["apps.catalog.uploads.HashingUploadHandler"]
+FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "uploads")
+Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
+# BibTeX files and JSON bodies are read in memory: bound them.
+BIBTEX_MAX_BYTES = env.int("BIBTEX_MAX_BYTES", default=5 * 1024**2)
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -192,7 +219,13 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.accounts.tasks.api_tokens_purge_stale",
         "schedule": 6 * 60 * 60,
     },
+    "purge-unattached-artifacts": {
+        "task": "apps.catalog.tasks.artifacts_purge_unattached",
+        "schedule": 60 * 60,
+    },
 }
+# An uploaded artifact that no record uses after this long is deleted with its file.
+ARTIFACT_UNATTACHED_RETENTION_HOURS = env.int("ARTIFACT_UNATTACHED_RETENTION_HOURS", default=24)
 
 # How long an expired or revoked API token stays listed before housekeeping deletes it.
 API_TOKEN_RETENTION_DAYS = env.int("API_TOKEN_RETENTION_DAYS", default=90)

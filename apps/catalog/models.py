@@ -1,0 +1,309 @@
+"""The catalogue: research models and their versions, content-addressed artifacts, papers,
+datasets, benchmarks and the discussions on them.
+
+On PostgreSQL, models, papers, datasets and benchmarks carry a stored, generated `search_vector`
+column with a GIN index (migration 0002). Django does not manage that column: the database keeps
+it up to date on every write, and selectors.search reads it.
+"""
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from apps.accounts.models import Institution
+from apps.catalog.validators import validate_arxiv_id, validate_doi, validate_spdx_license
+
+
+class Visibility(models.TextChoices):
+    PUBLIC = "public", "Public: everyone, including peer nodes"
+    INSTITUTION = "institution", "Institution: members of the owning institution"
+    PRIVATE = "private", "Private: the creator and the institution's admins"
+
+
+class Tag(models.Model):
+    name = models.SlugField(max_length=50, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Artifact(models.Model):
+    """A file stored once by its sha256, whatever records use it and under which file names."""
+
+    sha256 = models.CharField(max_length=64, unique=True)
+    size = models.BigIntegerField()
+    format = models.CharField(max_length=16)
+    # Pickle-based files run code when loaded: they are kept, but never evaluated.
+    unsafe = models.BooleanField(default=False)
+    format_info = models.JSONField(default=dict, blank=True)
+    storage_name = models.CharField(max_length=255)
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"sha256:{self.sha256[:12]}… ({self.format}, {self.size} bytes)"
+
+
+class CatalogRecord(models.Model):
+    """What every published record shares: an owner institution, a creator and a visibility."""
+
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    visibility = models.CharField(
+        max_length=16, choices=Visibility.choices, default=Visibility.PUBLIC
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        abstract = True
+
+
+class Dataset(CatalogRecord):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80)
+    description = models.TextField(blank=True)
+    license = models.CharField(max_length=200, validators=[validate_spdx_license])
+    tags = models.ManyToManyField(Tag, blank=True, related_name="datasets")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["institution", "slug"],
+                name="unique_dataset_slug_per_institution",
+                violation_error_message="This institution already has a dataset with this slug.",
+            )
+        ]
+        indexes = [models.Index(fields=["visibility", "institution"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DatasetFile(models.Model):
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="files")
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="dataset_files")
+    filename = models.CharField(max_length=255)
+
+    class Meta:
+        ordering = ["filename"]
+        constraints = [
+            models.UniqueConstraint(fields=["dataset", "filename"], name="unique_dataset_filename")
+        ]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class Benchmark(CatalogRecord):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80)
+    description = models.TextField(blank=True)
+    task_type = models.CharField(max_length=64)
+    dataset = models.ForeignKey(Dataset, on_delete=models.PROTECT, related_name="benchmarks")
+    # [{"name": "accuracy", "higher_is_better": true}, ...]
+    metrics = models.JSONField(default=list)
+    evaluator = models.CharField(max_length=64)
+    evaluator_config = models.JSONField(default=dict, blank=True)
+    gpu_count = models.PositiveSmallIntegerField(default=0)
+    gpu_memory_gb = models.PositiveSmallIntegerField(default=0)
+    time_limit_minutes = models.PositiveIntegerField(default=60)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="benchmarks")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["institution", "slug"],
+                name="unique_benchmark_slug_per_institution",
+                violation_error_message="This institution already has a benchmark with this slug.",
+            )
+        ]
+        indexes = [models.Index(fields=["visibility", "institution"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Paper(CatalogRecord):
+    title = models.CharField(max_length=500)
+    abstract = models.TextField(blank=True)
+    # The authors' names in order, kept with the author rows so search can match them.
+    author_names = models.TextField(blank=True, editable=False)
+    venue = models.CharField(max_length=300, blank=True)
+    year = models.PositiveSmallIntegerField(null=True, blank=True)
+    doi = models.CharField("DOI", max_length=255, blank=True, validators=[validate_doi])
+    arxiv_id = models.CharField(
+        "arXiv id", max_length=40, blank=True, validators=[validate_arxiv_id]
+    )
+    bibtex_key = models.CharField(max_length=100, blank=True)
+    pdf = models.ForeignKey(
+        Artifact, null=True, blank=True, on_delete=models.PROTECT, related_name="papers"
+    )
+    datasets = models.ManyToManyField(Dataset, blank=True, related_name="papers")
+    benchmarks = models.ManyToManyField(Benchmark, blank=True, related_name="papers")
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["doi"],
+                condition=~Q(doi=""),
+                name="unique_paper_doi_when_set",
+                violation_error_message="A paper with this DOI is already in the catalogue.",
+            )
+        ]
+        indexes = [
+            models.Index(fields=["visibility", "institution"]),
+            models.Index(fields=["year"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class PaperAuthor(models.Model):
+    paper = models.ForeignKey(Paper, on_delete=models.CASCADE, related_name="authors")
+    position = models.PositiveSmallIntegerField()
+    name = models.CharField(max_length=200)
+    orcid = models.CharField("ORCID iD", max_length=19, blank=True)
+    institution = models.ForeignKey(
+        Institution, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["paper", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["paper", "position"], name="unique_author_position")
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ResearchModel(CatalogRecord):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=80)
+    summary = models.CharField(max_length=500, blank=True)
+    card = models.TextField("model card", blank=True, help_text="Markdown.")
+    license = models.CharField(max_length=200, validators=[validate_spdx_license])
+    task = models.CharField(max_length=64, blank=True)
+    tags = models.ManyToManyField(Tag, blank=True, related_name="models")
+    papers = models.ManyToManyField(Paper, blank=True, related_name="models")
+    benchmarks = models.ManyToManyField(Benchmark, blank=True, related_name="models")
+
+    class Meta:
+        verbose_name = "research model"
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["institution", "slug"],
+                name="unique_model_slug_per_institution",
+                violation_error_message="This institution already has a model with this slug.",
+            )
+        ]
+        indexes = [models.Index(fields=["visibility", "institution"])]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ModelVersion(models.Model):
+    """A draft collects files; once published, a version never changes."""
+
+    model = models.ForeignKey(ResearchModel, on_delete=models.CASCADE, related_name="versions")
+    label = models.CharField(max_length=64)
+    release_notes = models.TextField(blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["model", "label"],
+                name="unique_version_label_per_model",
+                violation_error_message="This model already has a version with this label.",
+            )
+        ]
+        indexes = [models.Index(fields=["model", "-published_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.model} {self.label}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.published_at is not None
+
+
+class ModelFile(models.Model):
+    version = models.ForeignKey(ModelVersion, on_delete=models.CASCADE, related_name="files")
+    artifact = models.ForeignKey(Artifact, on_delete=models.PROTECT, related_name="model_files")
+    filename = models.CharField(max_length=255)
+
+    class Meta:
+        ordering = ["filename"]
+        constraints = [
+            models.UniqueConstraint(fields=["version", "filename"], name="unique_version_filename")
+        ]
+
+    def __str__(self) -> str:
+        return self.filename
+
+
+class Comment(models.Model):
+    """A comment in the discussion of exactly one model, paper or benchmark."""
+
+    model = models.ForeignKey(
+        ResearchModel, null=True, blank=True, on_delete=models.CASCADE, related_name="comments"
+    )
+    paper = models.ForeignKey(
+        Paper, null=True, blank=True, on_delete=models.CASCADE, related_name="comments"
+    )
+    benchmark = models.ForeignKey(
+        Benchmark, null=True, blank=True, on_delete=models.CASCADE, related_name="comments"
+    )
+    parent = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="replies"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = models.TextField(help_text="Markdown.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # A removed comment keeps its place in the thread so the replies still make sense.
+    removed_at = models.DateTimeField(null=True, blank=True)
+    removed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    Q(model__isnull=False, paper__isnull=True, benchmark__isnull=True)
+                    | Q(model__isnull=True, paper__isnull=False, benchmark__isnull=True)
+                    | Q(model__isnull=True, paper__isnull=True, benchmark__isnull=False)
+                ),
+                name="comment_on_exactly_one_record",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Comment {self.pk} by {self.author}"

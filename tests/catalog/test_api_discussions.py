@@ -1,0 +1,101 @@
+"""Discussions on models, papers and benchmarks through the API."""
+
+import pytest
+
+from apps.catalog import services
+from apps.catalog.models import Comment, Visibility
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def paper(member, institution):
+    return services.paper_create(user=member, institution=institution, title="Scaling laws")
+
+
+def test_researchers_comment_and_reply(client_as, paper):
+    client = client_as("outsider")
+    first = client.post(
+        "/api/v1/discussions/", {"paper": paper.pk, "body": "Which **seed**?"}, format="json"
+    )
+    reply = client.post(
+        "/api/v1/discussions/",
+        {"paper": paper.pk, "parent": first.json()["id"], "body": "Answering myself: 0."},
+        format="json",
+    )
+
+    assert first.status_code == 201, first.json()
+    assert reply.json()["parent"] == first.json()["id"]
+    listed = client.get(f"/api/v1/discussions/?paper={paper.pk}").json()["results"]
+    assert [c["body"] for c in listed] == ["Which **seed**?", "Answering myself: 0."]
+
+
+def test_a_comment_names_exactly_one_record(client_as, paper, member, institution, publish_model):
+    model = publish_model(member, institution)
+    response = client_as("member").post(
+        "/api/v1/discussions/", {"paper": paper.pk, "model": model.pk, "body": "x"}, format="json"
+    )
+    assert response.status_code == 400
+    assert Comment.objects.count() == 0
+
+
+def test_a_reply_stays_in_its_discussion(client_as, paper, member, institution):
+    other = services.paper_create(user=member, institution=institution, title="Other")
+    parent = services.comment_create(user=member, target=other, body="elsewhere")
+    response = client_as("member").post(
+        "/api/v1/discussions/", {"paper": paper.pk, "parent": parent.pk, "body": "x"}, format="json"
+    )
+    assert response.status_code == 400
+    assert "another discussion" in response.json()["error"]["message"]
+
+
+def test_only_the_author_edits_a_comment(client_as, paper, outsider):
+    comment = services.comment_create(user=outsider, target=paper, body="first thought")
+
+    by_member = client_as("member").patch(
+        f"/api/v1/discussions/{comment.pk}/", {"body": "hijacked"}, format="json"
+    )
+    client_as("member").force_authenticate(None)
+    by_author = client_as("outsider").patch(
+        f"/api/v1/discussions/{comment.pk}/", {"body": "second thought"}, format="json"
+    )
+
+    assert by_member.status_code == 403
+    assert by_author.status_code == 200
+    assert by_author.json()["edited_at"] is not None
+    comment.refresh_from_db()
+    assert comment.body == "second thought"
+
+
+@pytest.mark.parametrize(
+    ("actor", "allowed"),
+    [("outsider", True), ("member", False), ("institution_admin", True), ("staff", True)],
+)
+def test_authors_and_moderators_remove_comments(client_as, paper, outsider, actor, allowed):
+    comment = services.comment_create(user=outsider, target=paper, body="off topic")
+    response = client_as(actor).delete(f"/api/v1/discussions/{comment.pk}/")
+
+    comment.refresh_from_db()
+    assert response.status_code == (204 if allowed else 403)
+    assert (comment.removed_at is not None) is allowed
+    if allowed:
+        shown = client_as(actor).get(f"/api/v1/discussions/{comment.pk}/").json()
+        assert (shown["body"], shown["is_removed"]) == ("", True)
+
+
+def test_discussions_follow_the_visibility_of_their_record(client_as, member, institution):
+    hidden = services.paper_create(
+        user=member, institution=institution, title="Internal", visibility=Visibility.INSTITUTION
+    )
+    comment = services.comment_create(user=member, target=hidden, body="internal remark")
+
+    outsider = client_as("outsider")
+    assert outsider.get(f"/api/v1/discussions/{comment.pk}/").status_code == 404
+    assert outsider.get(f"/api/v1/discussions/?paper={hidden.pk}").json()["count"] == 0
+    posted = outsider.post(
+        "/api/v1/discussions/", {"paper": hidden.pk, "body": "let me in"}, format="json"
+    )
+    assert posted.status_code == 404
+    assert client_as("anonymous").post(
+        "/api/v1/discussions/", {"paper": hidden.pk, "body": "x"}, format="json"
+    ).status_code in (401, 404)
