@@ -116,11 +116,6 @@ def artifacts_purge_unattached(*, older_than: timedelta | None = None) -> int:
         papers__isnull=True,
     )
     purged = 0
-    for artifact in unattached:
-        with transaction.atomic():
-            artifact.delete()
-            transaction.on_commit(partial(storage.delete, artifact.storage_name))
-        purged += 1
     for name in _stored_names(storage):
         if (
             storage.get_modified_time(name) < cutoff
@@ -128,11 +123,18 @@ def artifacts_purge_unattached(*, older_than: timedelta | None = None) -> int:
         ):
             storage.delete(name)
             purged += 1
+    for artifact in unattached:
+        with transaction.atomic():
+            artifact.delete()
+            transaction.on_commit(partial(storage.delete, artifact.storage_name))
+        purged += 1
     return purged
 
 
 def _stored_names(storage) -> Iterator[str]:
     """Every file under the two levels of digest-prefix folders."""
+    if not storage.exists(""):
+        return  # nothing has been stored yet
     for first in storage.listdir("")[0]:
         for second in storage.listdir(first)[0]:
             for name in storage.listdir(f"{first}/{second}")[1]:

@@ -53,3 +53,13 @@ class HashingUploadHandler(TemporaryFileUploadHandler):
         self.file.size = file_size
         self.file.sha256 = self.digest.hexdigest()  # type: ignore[attr-defined]
         return self.file
+
+
+def uploaded_file_from_bytes(content: bytes, name: str) -> TemporaryUploadedFile:
+    """Bytes made on the node (demo data, imports) in the shape an upload arrives in."""
+    file = TemporaryUploadedFile(name, "application/octet-stream", len(content), None)
+    file.write(content)
+    file.flush()
+    file.seek(0)
+    file.sha256 = hashlib.sha256(content).hexdigest()  # type: ignore[attr-defined]
+    return file

@@ -5,6 +5,7 @@ import pytest
 
 from apps.catalog import services
 from apps.catalog.models import Visibility
+from apps.catalog.uploads import uploaded_file_from_bytes
 
 
 @pytest.fixture(autouse=True)
@@ -29,21 +30,9 @@ def sha256_of(content: bytes) -> str:
     return hashlib.sha256(content).hexdigest()
 
 
-def uploaded_file(content: bytes, name: str):
-    """A file as the upload handler leaves it: streamed to disk, with its sha256."""
-    from django.core.files.uploadedfile import TemporaryUploadedFile
-
-    file = TemporaryUploadedFile(name, "application/octet-stream", len(content), None)
-    file.write(content)
-    file.flush()
-    file.seek(0)
-    file.sha256 = sha256_of(content)
-    return file
-
-
 def store(user, content: bytes, name: str):
     """Stores an artifact through the service; returns it."""
-    return services.artifact_store(user=user, upload=uploaded_file(content, name))
+    return services.artifact_store(user=user, upload=uploaded_file_from_bytes(content, name))
 
 
 def upload(client, content: bytes, filename: str, **fields):

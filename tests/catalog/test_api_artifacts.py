@@ -6,7 +6,8 @@ import pytest
 
 from apps.catalog import services
 from apps.catalog.models import Artifact, Visibility
-from tests.catalog.conftest import sha256_of, stored_files, upload, uploaded_file
+from apps.catalog.uploads import uploaded_file_from_bytes
+from tests.catalog.conftest import sha256_of, stored_files, upload
 from tests.catalog.samples import pickle_bytes, safetensors_bytes
 
 pytestmark = pytest.mark.django_db
@@ -86,7 +87,7 @@ def published_file(member, institution, publish_model):
     def _published(visibility: str, content: bytes | None = None) -> tuple[Artifact, bytes]:
         content = content or safetensors_bytes(256)
         model = publish_model(member, institution, visibility=visibility)
-        file = uploaded_file(content, "weights.safetensors")
+        file = uploaded_file_from_bytes(content, "weights.safetensors")
         artifact = services.artifact_store(user=member, upload=file)
         services.version_create(
             user=member,

@@ -1,5 +1,6 @@
-"""Loads the demo node: institutions, researchers and a staff admin. Safe to run repeatedly:
-records are matched by slug and username, and every demo password is reset to one new value."""
+"""Loads the demo node: institutions, researchers, a staff admin, and a catalogue of papers,
+models, a dataset and a benchmark. Safe to run repeatedly: records are matched by slug, DOI and
+username, and every demo password is reset to one new value."""
 
 import os
 import secrets
@@ -9,6 +10,7 @@ from django.db import transaction
 
 from apps.accounts import services
 from apps.accounts.models import Institution, Membership, User
+from apps.catalog.demo import catalog_demo_load
 
 INSTITUTIONS = [
     {
@@ -45,7 +47,7 @@ RESEARCHERS = [
 
 
 class Command(BaseCommand):
-    help = "Load the demo institutions, researchers and admin account, and print their logins."
+    help = "Load the demo institutions, researchers, admin account and catalogue; print logins."
 
     @transaction.atomic
     def handle(self, *args, **options) -> None:
@@ -65,6 +67,7 @@ class Command(BaseCommand):
         admin.set_password(password)
         admin.save()
 
+        users = {}
         for username, first, last, orcid, slug, role in RESEARCHERS:
             user, created = User.objects.get_or_create(
                 username=username,
@@ -80,6 +83,9 @@ class Command(BaseCommand):
             user.save()
             if not Membership.objects.filter(user=user, institution=institutions[slug]).exists():
                 services.membership_add(institution=institutions[slug], user=user, role=role)
+            users[username] = user
+
+        catalog_demo_load(institutions=institutions, users=users)
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff admin:  admin / {password}")
