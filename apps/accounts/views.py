@@ -18,6 +18,10 @@ from apps.accounts.forms import (
 )
 from apps.accounts.models import Institution, Membership
 from apps.accounts.typing import AuthenticatedHttpRequest
+from apps.catalog import selectors as catalog_selectors
+
+# How many of an institution's models, papers, datasets and benchmarks its page lists.
+CATALOG_PREVIEW = 10
 
 
 def institution_list(request: HttpRequest) -> HttpResponse:
@@ -31,6 +35,7 @@ def institution_list(request: HttpRequest) -> HttpResponse:
 
 def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
     institution = get_object_or_404(selectors.institution_list(), slug=slug)
+    viewer = request.user
     return render(
         request,
         "accounts/institution_detail.html",
@@ -38,8 +43,20 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "institution": institution,
             "memberships": selectors.membership_list(institution=institution),
             "can_manage": selectors.user_can_manage_institution(
-                user=request.user, institution=institution
+                user=viewer, institution=institution
             ),
+            "models": catalog_selectors.model_list(user=viewer).filter(institution=institution)[
+                :CATALOG_PREVIEW
+            ],
+            "papers": catalog_selectors.paper_list(user=viewer)
+            .prefetch_related(None)
+            .filter(institution=institution)[:CATALOG_PREVIEW],
+            "datasets": catalog_selectors.dataset_list(user=viewer)
+            .prefetch_related(None)
+            .filter(institution=institution)[:CATALOG_PREVIEW],
+            "benchmarks": catalog_selectors.benchmark_list(user=viewer)
+            .prefetch_related(None)
+            .filter(institution=institution)[:CATALOG_PREVIEW],
         },
     )
 

@@ -7,7 +7,7 @@ serializer and call one service.
 
 import django_filters
 from django.conf import settings
-from django.http import HttpResponse, HttpResponseBase
+from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
@@ -332,11 +332,15 @@ class ArtifactDownloadApi(APIView):
             (200, "application/octet-stream"): OpenApiTypes.BINARY,
             206: OpenApiTypes.BINARY,
         },
+        parameters=[
+            OpenApiParameter("filename", str, description="Save the file under this name.")
+        ],
         summary="Download an artifact (Range requests, ETag and Digest headers)",
     )
     def get(self, request: Request, sha256: str) -> HttpResponseBase:
         artifact = selectors.artifact_get(user=request.user, sha256=sha256)
-        return artifact_response(request._request, artifact)
+        filename = request.query_params.get("filename", "")[:255]
+        return artifact_response(request._request, artifact, filename)
 
 
 class AuthorIO(StrictSerializer):
@@ -396,10 +400,12 @@ class PaperCreateInput(StrictSerializer):
     def validate_pdf(self, value: str | None) -> Artifact | None:
         if value is None:
             return None
-        artifact = Artifact.objects.filter(sha256=value.lower()).first()
-        if artifact is None:
-            raise serializers.ValidationError(f"No artifact with sha256 {value} on this node.")
-        return artifact
+        try:
+            return selectors.artifact_get(user=self.context["user"], sha256=value)
+        except Http404 as error:
+            raise serializers.ValidationError(
+                f"No artifact with sha256 {value} that you can read on this node."
+            ) from error
 
     def validate_authors(self, value: list[dict]) -> list[services.AuthorInput]:
         authors = []
@@ -450,7 +456,7 @@ class PaperListApi(generics.ListAPIView):
         request=PaperCreateInput, responses={201: PaperDetailOutput}, summary="Add a paper"
     )
     def post(self, request: AuthenticatedRequest) -> Response:
-        payload = PaperCreateInput(data=request.data)
+        payload = PaperCreateInput(data=request.data, context={"user": request.user})
         payload.is_valid(raise_exception=True)
         paper = services.paper_create(user=request.user, **payload.validated_data)
         detail = selectors.paper_get(user=request.user, paper_id=paper.pk)
@@ -467,7 +473,7 @@ class PaperDetailApi(APIView):
     @extend_schema(request=PaperUpdateInput, responses=PaperDetailOutput, summary="Edit a paper")
     def patch(self, request: AuthenticatedRequest, paper_id: int) -> Response:
         paper = selectors.paper_get(user=request.user, paper_id=paper_id)
-        payload = PaperUpdateInput(data=request.data)
+        payload = PaperUpdateInput(data=request.data, context={"user": request.user})
         payload.is_valid(raise_exception=True)
         services.paper_update(user=request.user, paper=paper, **payload.validated_data)
         return Response(

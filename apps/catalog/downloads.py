@@ -5,6 +5,8 @@ import base64
 import re
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.utils.http import content_disposition_header
+from django.utils.text import get_valid_filename
 
 from apps.catalog.models import Artifact
 from apps.catalog.services import artifact_storage
@@ -41,7 +43,10 @@ def _chunks(file, remaining: int):
             yield data
 
 
-def artifact_response(request: HttpRequest, artifact: Artifact) -> HttpResponseBase:
+def artifact_response(
+    request: HttpRequest, artifact: Artifact, filename: str = ""
+) -> HttpResponseBase:
+    """`filename`: the name the record gives the file (saved under it); the sha256 otherwise."""
     etag = f'"{artifact.sha256}"'
     digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
     headers = {
@@ -68,7 +73,10 @@ def artifact_response(request: HttpRequest, artifact: Artifact) -> HttpResponseB
     first, last = byte_range or (0, artifact.size - 1)
     length = max(last - first + 1, 0)
     headers["Content-Length"] = str(length)
-    headers["Content-Disposition"] = f'attachment; filename="{artifact.sha256}"'
+    disposition = content_disposition_header(
+        as_attachment=True, filename=get_valid_filename(filename) if filename else artifact.sha256
+    )
+    headers["Content-Disposition"] = disposition or "attachment"
     if request.method == "HEAD":
         response: HttpResponseBase = HttpResponse(headers=headers)
     else:

@@ -15,6 +15,7 @@ from django.core.files.storage import storages
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Model
+from django.http import Http404
 from django.utils import timezone
 
 from apps.accounts.models import Institution, User
@@ -141,12 +142,22 @@ def _stored_names(storage) -> Iterator[str]:
                 yield f"{first}/{second}/{name}"
 
 
+def _readable_artifact(user: User, sha256: str, *, field: str) -> Artifact:
+    """An artifact the caller may read: knowing a digest must not let anyone attach (and then
+    download) someone else's private file."""
+    try:
+        return selectors.artifact_get(user=user, sha256=sha256)
+    except Http404 as error:
+        raise ValidationError(
+            {field: f"No artifact with sha256 {sha256} that you can read on this node."}
+        ) from error
+
+
 def _artifacts_by_digest(
-    files: Sequence[tuple[str, str]], *, field: str
+    user: User, files: Sequence[tuple[str, str]], *, field: str
 ) -> list[tuple[str, Artifact]]:
-    """Resolves [(filename, sha256)] to artifacts, refusing unknown digests and duplicate names."""
-    digests = {sha256.lower() for _name, sha256 in files}
-    artifacts = {a.sha256: a for a in Artifact.objects.filter(sha256__in=digests)}
+    """Resolves [(filename, sha256)] to artifacts, refusing unreadable digests and duplicate
+    names."""
     resolved: list[tuple[str, Artifact]] = []
     seen: set[str] = set()
     for filename, sha256 in files:
@@ -154,12 +165,7 @@ def _artifacts_by_digest(
         if clean_name in seen:
             raise ValidationError({field: f"The file name '{clean_name}' appears twice."})
         seen.add(clean_name)
-        artifact = artifacts.get(sha256.lower())
-        if artifact is None:
-            raise ValidationError(
-                {field: f"No artifact with sha256 {sha256} was uploaded to this node."}
-            )
-        resolved.append((clean_name, artifact))
+        resolved.append((clean_name, _readable_artifact(user, sha256, field=field)))
     return resolved
 
 
@@ -294,7 +300,7 @@ def version_create(
     )
     version.full_clean()
     version.save()
-    for filename, artifact in _artifacts_by_digest(files, field="files"):
+    for filename, artifact in _artifacts_by_digest(user, files, field="files"):
         ModelFile.objects.create(version=version, artifact=artifact, filename=filename)
     if publish:
         version_publish(user=user, version=version)
@@ -312,7 +318,7 @@ def version_add_file(*, user: User, version: ModelVersion, filename: str, sha256
                 "publish a new version for new files."
             }
         )
-    ((clean_name, artifact),) = _artifacts_by_digest([(filename, sha256)], field="filename")
+    ((clean_name, artifact),) = _artifacts_by_digest(user, [(filename, sha256)], field="filename")
     if version.files.filter(filename=clean_name).exists():
         raise ValidationError({"filename": f"Version {version.label} already has '{clean_name}'."})
     return ModelFile.objects.create(version=version, artifact=artifact, filename=clean_name)
@@ -357,7 +363,9 @@ def _check_doi_unused(doi: str, paper: Paper | None = None) -> None:
         raise ValidationError({"doi": f"A paper with DOI {doi} is already in the catalogue."})
 
 
-def _check_pdf(pdf: Artifact | None) -> None:
+def _check_pdf(user: User, pdf: Artifact | None) -> None:
+    if pdf is not None:
+        _readable_artifact(user, pdf.sha256, field="pdf")
     if pdf is not None and pdf.format != Format.PDF:
         raise ValidationError(
             {"pdf": f"The artifact {pdf.sha256[:12]}… is {pdf.format}, not a PDF."}
@@ -407,7 +415,7 @@ def paper_create(
     _require_publisher(user, institution)
     doi = _normalized_identifier(doi, normalize_doi, "doi")
     _check_doi_unused(doi)
-    _check_pdf(pdf)
+    _check_pdf(user, pdf)
     paper = Paper(
         institution=institution,
         created_by=user,
@@ -448,7 +456,7 @@ def paper_update(
             fields["arxiv_id"], normalize_arxiv_id, "arxiv_id"
         )
     if "pdf" in fields:
-        _check_pdf(fields["pdf"])
+        _check_pdf(user, fields["pdf"])
     _apply(paper, fields)
     paper.full_clean()
     paper.save()
@@ -530,7 +538,7 @@ def dataset_create(
     dataset.full_clean()
     dataset.save()
     _set_tags(dataset, tags)
-    for filename, artifact in _artifacts_by_digest(files, field="files"):
+    for filename, artifact in _artifacts_by_digest(user, files, field="files"):
         DatasetFile.objects.create(dataset=dataset, artifact=artifact, filename=filename)
     return dataset
 

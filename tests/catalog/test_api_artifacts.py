@@ -180,3 +180,35 @@ def test_an_unattached_upload_is_readable_by_its_uploader_only(client_as):
     assert client_as("member").get(f"/api/v1/artifacts/{sha256}/").status_code == 200
     client_as("member").force_authenticate(None)
     assert client_as("outsider").get(f"/api/v1/artifacts/{sha256}/").status_code == 404
+
+
+def test_a_download_can_carry_the_records_file_name(api_client, published_file):
+    artifact, _content = published_file(Visibility.PUBLIC)
+    response = api_client.get(
+        f"/api/v1/artifacts/{artifact.sha256}/download?filename=weights.safetensors"
+    )
+    assert response["Content-Disposition"] == 'attachment; filename="weights.safetensors"'
+
+
+def test_knowing_a_digest_does_not_let_anyone_attach_a_private_file(
+    client_as, published_file, other_institution, outsider
+):
+    artifact, _content = published_file(Visibility.PRIVATE)
+    dataset = client_as("outsider").post(
+        "/api/v1/datasets/",
+        {
+            "institution": other_institution.slug, "name": "Copy", "slug": "copy",
+            "license": "MIT", "files": [{"filename": "stolen.bin", "sha256": artifact.sha256}],
+        },
+        format="json",
+    )  # fmt: skip
+    paper = client_as("outsider").post(
+        "/api/v1/papers/",
+        {"institution": other_institution.slug, "title": "Copy", "pdf": artifact.sha256},
+        format="json",
+    )
+
+    assert dataset.status_code == 400
+    assert "that you can read" in dataset.json()["error"]["message"]
+    assert paper.status_code == 400
+    assert "that you can read" in paper.json()["error"]["fields"]["pdf"][0]

@@ -2,7 +2,7 @@
 could leak into a deployment by accident."""
 
 from .base import *  # noqa: F403
-from .base import MIDDLEWARE, REST_FRAMEWORK, env
+from .base import MIDDLEWARE, REST_FRAMEWORK, STORAGES, env
 
 DEBUG = False
 SECRET_KEY = env.str("SECRET_KEY")
@@ -16,7 +16,7 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL")
 # gunicorn serves the collected static files itself (no separate web server needed).
 MIDDLEWARE = [MIDDLEWARE[0], "whitenoise.middleware.WhiteNoiseMiddleware", *MIDDLEWARE[1:]]
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    **STORAGES,
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
