@@ -167,6 +167,8 @@ class Paper(CatalogRecord):
         indexes = [
             models.Index(fields=["visibility", "institution"]),
             models.Index(fields=["year"]),
+            # The list's default order: pages are read from the index, not sorted per request.
+            models.Index(fields=["-created_at", "-id"], name="catalog_paper_newest_idx"),
         ]
 
     def __str__(self) -> str:
@@ -213,7 +215,10 @@ class ResearchModel(CatalogRecord):
                 violation_error_message="This institution already has a model with this slug.",
             )
         ]
-        indexes = [models.Index(fields=["visibility", "institution"])]
+        indexes = [
+            models.Index(fields=["visibility", "institution"]),
+            models.Index(fields=["-created_at", "-id"], name="catalog_model_newest_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
