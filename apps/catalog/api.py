@@ -900,8 +900,16 @@ class SearchHitOutput(serializers.Serializer):
 
 
 class SearchOutput(serializers.Serializer):
-    count = serializers.IntegerField()
-    counts = serializers.DictField(child=serializers.IntegerField())
+    count = serializers.IntegerField(
+        help_text=f"Hits of every type (each counted up to {selectors.SEARCH_COUNT_CAP})."
+    )
+    counts = serializers.DictField(
+        child=serializers.IntegerField(),
+        help_text=(
+            f"Hits per type, counted up to {selectors.SEARCH_COUNT_CAP}; at most "
+            f"{selectors.SEARCH_RANKED_CANDIDATES} of them are ranked."
+        ),
+    )
     page = serializers.IntegerField()
     results = SearchHitOutput(many=True)
 

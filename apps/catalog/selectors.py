@@ -13,6 +13,7 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.db.models import (
+    BooleanField,
     Exists,
     F,
     FloatField,
@@ -305,7 +306,7 @@ class SearchPage:
 
 SEARCH_TYPES = ("model", "paper", "dataset", "benchmark")
 # The columns each type shows as its title and summary in a hit.
-_SEARCH_COLUMNS = {
+_SEARCH_COLUMNS: dict[str, tuple[type[Model], str, str]] = {
     "model": (ResearchModel, "name", "summary"),
     "paper": (Paper, "title", "author_names"),
     "dataset": (Dataset, "name", "description"),
@@ -339,52 +340,69 @@ def _filtered(kind: str, queryset: QuerySet, filters: SearchFilters) -> QuerySet
     return queryset
 
 
+# Counting and ranking cost grows with the number of hits (a common word matches most rows):
+# each type counts at most SEARCH_COUNT_CAP hits and ranks at most SEARCH_RANKED_CANDIDATES.
+SEARCH_COUNT_CAP = 1000
+SEARCH_RANKED_CANDIDATES = 1000
+_TSQUERY = "websearch_to_tsquery('english', %s)"
+
+
 def _text_match(kind: str, queryset: QuerySet, query: str) -> QuerySet:
-    model, title, summary = _SEARCH_COLUMNS[kind]
+    _model, title, summary = _SEARCH_COLUMNS[kind]
     if connection.vendor == "postgresql":
-        table = model._meta.db_table
-        tsquery = "websearch_to_tsquery('english', %s)"
-        return queryset.annotate(
-            rank=RawSQL(f"ts_rank_cd({table}.search_vector, {tsquery})", [query]),  # noqa: S611
-        ).extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])  # noqa: S610
-    # The embedded SQLite node has no full-text index: a substring match, newest first.
-    words = query.split()
-    for word in words:
+        # The column is named without its table: the match also runs inside subqueries, where
+        # Django renames the table.
+        return queryset.filter(
+            RawSQL(f"search_vector @@ {_TSQUERY}", [query], output_field=BooleanField())  # noqa: S611
+        )
+    # The embedded SQLite node has no full-text index: a substring match on every word.
+    for word in query.split():
         queryset = queryset.filter(
             Q(**{f"{title}__icontains": word}) | Q(**{f"{summary}__icontains": word})
         )
+    return queryset
+
+
+def _ranked(queryset: QuerySet, query: str) -> QuerySet:
+    if connection.vendor == "postgresql":
+        rank = RawSQL(f"ts_rank_cd(search_vector, {_TSQUERY})", [query])  # noqa: S611
+        return queryset.annotate(rank=rank)
     return queryset.annotate(rank=Value(1.0, output_field=FloatField()))
 
 
 def search(
     *, user: Viewer, query: str, filters: SearchFilters, offset: int, limit: int
 ) -> SearchPage:
-    """Ranked hits across types: each type's top `offset + limit` by rank, merged."""
+    """Ranked hits across types: each type's top `offset + limit` by rank, merged.
+    `offset + limit` must not exceed SEARCH_RANKED_CANDIDATES."""
     candidates: list[SearchHit] = []
     counts: dict[str, int] = {}
-    querysets = {
-        "model": ResearchModel.objects.all(),
-        "paper": Paper.objects.all(),
-        "dataset": Dataset.objects.all(),
-        "benchmark": Benchmark.objects.all(),
-    }
     for kind in filters.types:
-        _model, title, summary = _SEARCH_COLUMNS[kind]
-        queryset = _filtered(kind, querysets[kind].filter(visible_to(user)), filters)
+        model, title, summary = _SEARCH_COLUMNS[kind]
+        queryset = _filtered(kind, model._default_manager.filter(visible_to(user)), filters)
         if queryset is None:
             counts[kind] = 0
             continue
-        matches = _text_match(kind, queryset, query)
-        counts[kind] = matches.count()
+        # Unordered: an ORDER BY here would make PostgreSQL walk the newest-first index and test
+        # every row's vector instead of reading the GIN index.
+        matches = _text_match(kind, queryset, query).order_by().values("id")
+        counts[kind] = matches[:SEARCH_COUNT_CAP].count()
         if not counts[kind]:
             continue
-        rows = matches.order_by("-rank", "-created_at", "-id").values(
-            "id",
-            "rank",
-            title_text=F(title),
-            summary_text=F(summary),
-            institution_name=F("institution__name"),
-        )[: offset + limit]
+        bounded = model._default_manager.filter(
+            id__in=matches.values("id")[:SEARCH_RANKED_CANDIDATES]
+        )
+        rows = (
+            _ranked(bounded, query)
+            .order_by("-rank", "-created_at", "-id")
+            .values(
+                "id",
+                "rank",
+                title_text=F(title),
+                summary_text=F(summary),
+                institution_name=F("institution__name"),
+            )[: offset + limit]
+        )
         candidates.extend(
             SearchHit(
                 type=kind,

@@ -93,3 +93,14 @@ def test_bad_search_parameters_are_explained(api_client, query, field):
     response = api_client.get(f"/api/v1/search/?{query}")
     assert response.status_code == 400
     assert field in response.json()["error"]["fields"]
+
+
+def test_common_words_are_counted_and_ranked_up_to_a_cap(api_client, catalogue, monkeypatch):
+    from apps.catalog import selectors
+
+    monkeypatch.setattr(selectors, "SEARCH_COUNT_CAP", 1)
+    monkeypatch.setattr(selectors, "SEARCH_RANKED_CANDIDATES", 1)
+    body = api_client.get("/api/v1/search/?q=protein&type=paper").json()
+
+    assert body["counts"]["paper"] == 1
+    assert len(body["results"]) == 1
