@@ -33,6 +33,7 @@ from apps.catalog.models import (
     ResearchModel,
     Visibility,
 )
+from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
 from apps.core.serializers import StrictSerializer
 from worker.evaluators import evaluator_specs
@@ -151,6 +152,7 @@ class ModelFilter(django_filters.FilterSet):
 
 @extend_schema_view(get=extend_schema(summary="List research models you can see"))
 class ModelListApi(generics.ListAPIView):
+    pagination_class = CatalogPagination
     serializer_class = ModelOutput
     filterset_class = ModelFilter
     ordering_fields = ["name", "created_at", "updated_at"]
@@ -444,6 +446,7 @@ class PaperFilter(django_filters.FilterSet):
 
 @extend_schema_view(get=extend_schema(summary="List papers you can see"))
 class PaperListApi(generics.ListAPIView):
+    pagination_class = CatalogPagination
     serializer_class = PaperOutput
     filterset_class = PaperFilter
     ordering_fields = ["title", "year", "created_at"]
@@ -617,6 +620,7 @@ class DatasetFilter(django_filters.FilterSet):
 
 @extend_schema_view(get=extend_schema(summary="List datasets you can see"))
 class DatasetListApi(generics.ListAPIView):
+    pagination_class = CatalogPagination
     serializer_class = DatasetOutput
     filterset_class = DatasetFilter
     ordering_fields = ["name", "created_at"]
@@ -718,6 +722,7 @@ class BenchmarkFilter(django_filters.FilterSet):
 
 @extend_schema_view(get=extend_schema(summary="List benchmarks you can see"))
 class BenchmarkListApi(generics.ListAPIView):
+    pagination_class = CatalogPagination
     serializer_class = BenchmarkOutput
     filterset_class = BenchmarkFilter
     ordering_fields = ["name", "created_at"]

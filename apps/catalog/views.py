@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
@@ -55,6 +55,7 @@ from apps.catalog.forms import (
 )
 from apps.catalog.markdown import render_markdown
 from apps.catalog.models import Benchmark, Comment, ModelVersion, Paper, ResearchModel
+from apps.catalog.pagination import CachedCountPaginator
 from apps.catalog.presenters import paper_draft
 from apps.catalog.uploads import ArtifactTooLarge
 from worker.evaluators import evaluator_specs
@@ -94,7 +95,7 @@ def _add_errors(
 
 
 def _page(request: HttpRequest, queryset) -> Page:
-    return Paginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
+    return CachedCountPaginator(queryset, PAGE_SIZE).get_page(request.GET.get("page"))
 
 
 def _accepts_uploads(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:

@@ -2,10 +2,12 @@
 
 import pytest
 
+from apps.accounts import services as account_services
 from apps.catalog import services
 from apps.catalog.models import ModelVersion, ResearchModel, Visibility
 from tests.catalog.conftest import store
 from tests.catalog.samples import pickle_bytes, safetensors_bytes
+from tests.factories import UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -274,3 +276,25 @@ def test_list_query_count_is_pinned_and_does_not_grow_with_rows(
     with django_assert_num_queries(queries):
         response = client.get(f"/api/v1/{endpoint}/")
     assert response.json()["count"] == 20
+
+
+def test_a_list_count_is_cached_until_the_next_write(
+    client_as, catalog_rows, member, institution, django_assert_num_queries
+):
+    client = client_as("anonymous")
+    catalog_rows(2)
+    client.get("/api/v1/papers/")
+    with django_assert_num_queries(LIST_QUERIES["papers"] - 1):  # no COUNT
+        assert client.get("/api/v1/papers/").json()["count"] == 2
+
+    services.paper_create(user=member, institution=institution, title="One more")
+    assert client.get("/api/v1/papers/").json()["count"] == 3
+
+    services.paper_create(
+        user=member, institution=institution, title="Internal", visibility=Visibility.INSTITUTION
+    )
+    newcomer = UserFactory()
+    client.force_authenticate(newcomer)
+    assert client.get("/api/v1/papers/").json()["count"] == 3
+    account_services.membership_add(institution=institution, user=newcomer)
+    assert client.get("/api/v1/papers/").json()["count"] == 4
