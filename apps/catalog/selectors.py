@@ -24,6 +24,7 @@ from django.db.models import (
     QuerySet,
     Subquery,
     Value,
+    prefetch_related_objects,
 )
 from django.db.models.expressions import RawSQL
 from django.http import Http404
@@ -135,20 +136,15 @@ def model_get(*, user: Viewer, model_id: int) -> ResearchModel:
     ).order_by(F("published_at").desc(nulls_first=True), "-id")
     if not user_can_edit(user=user, record=model):
         versions = versions.filter(published_at__isnull=False)
-    model_with_relations = (
-        ResearchModel.objects.select_related("institution")
-        .prefetch_related(
-            "tags",
-            Prefetch("versions", queryset=versions),
-            Prefetch("papers", queryset=Paper.objects.filter(visible_to(user)).order_by("title")),
-            Prefetch(
-                "benchmarks", queryset=Benchmark.objects.filter(visible_to(user)).order_by("name")
-            ),
-        )
-        .get(pk=model.pk)
+    prefetch_related_objects(
+        [model],
+        Prefetch("versions", queryset=versions),
+        Prefetch("papers", queryset=Paper.objects.filter(visible_to(user)).order_by("title")),
+        Prefetch(
+            "benchmarks", queryset=Benchmark.objects.filter(visible_to(user)).order_by("name")
+        ),
     )
-    model_with_relations.latest_version = model.latest_version  # type: ignore[attr-defined]
-    return model_with_relations
+    return model
 
 
 def model_by_slug(*, user: Viewer, institution_slug: str, slug: str) -> ResearchModel:

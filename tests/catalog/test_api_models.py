@@ -298,3 +298,18 @@ def test_a_list_count_is_cached_until_the_next_write(
     assert client.get("/api/v1/papers/").json()["count"] == 3
     account_services.membership_add(institution=institution, user=newcomer)
     assert client.get("/api/v1/papers/").json()["count"] == 4
+
+
+def test_model_detail_query_count_does_not_grow_with_versions(
+    client_as, model, member, django_assert_num_queries
+):
+    # savepoint, model, tags, versions, files, papers, benchmarks, release
+    client = client_as("anonymous")
+    for label in ("1.0", "1.1", "2.0"):
+        weights = store(member, safetensors_bytes(len(label) + 3), f"{label}.safetensors")
+        services.version_create(
+            user=member, model=model, label=label, files=[("w.safetensors", weights.sha256)],
+            publish=True,
+        )  # fmt: skip
+        with django_assert_num_queries(8):
+            assert client.get(f"/api/v1/models/{model.pk}/").status_code == 200
