@@ -3,6 +3,7 @@ transaction; refusals raise django.core.exceptions.ValidationError (naming the f
 PermissionDenied.
 """
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -282,6 +283,10 @@ def model_update(
     return model
 
 
+# Labels appear in URLs (/models/{id}/versions/{label}/).
+VERSION_LABEL = re.compile(r"[\w.+-]{1,64}")
+
+
 @transaction.atomic
 def version_create(
     *,
@@ -295,9 +300,12 @@ def version_create(
     """A new version holding `files` ([(filename, sha256)] of uploaded artifacts); published
     at once when `publish` is set."""
     _require_editor(user, model)
-    version = ModelVersion(
-        model=model, label=label.strip(), release_notes=release_notes, created_by=user
-    )
+    label = label.strip()
+    if not VERSION_LABEL.fullmatch(label):
+        raise ValidationError(
+            {"label": "A version label uses letters, digits and . _ + - (e.g. 1.0, 2.1-rc1)."}
+        )
+    version = ModelVersion(model=model, label=label, release_notes=release_notes, created_by=user)
     version.full_clean()
     version.save()
     for filename, artifact in _artifacts_by_digest(user, files, field="files"):

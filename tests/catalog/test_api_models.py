@@ -313,3 +313,13 @@ def test_model_detail_query_count_does_not_grow_with_versions(
         )  # fmt: skip
         with django_assert_num_queries(8):
             assert client.get(f"/api/v1/models/{model.pk}/").status_code == 200
+
+
+@pytest.mark.parametrize("label", ["", "1.0/beta", "a b", "x" * 65])
+def test_a_version_label_must_fit_in_a_url(client_as, model, label):
+    response = client_as("member").post(
+        f"/api/v1/models/{model.pk}/versions/", {"label": label}, format="json"
+    )
+    assert response.status_code == 400
+    assert "label" in response.json()["error"]["fields"]
+    assert ModelVersion.objects.count() == 0
