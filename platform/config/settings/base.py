@@ -133,7 +133,8 @@ if ARTIFACT_S3_BUCKET := env.str("ARTIFACT_S3_BUCKET", default=""):
 # ARTIFACT_MAX_BYTES is refused as soon as it crosses the limit.
 ARTIFACT_MAX_BYTES = env.int("ARTIFACT_MAX_BYTES", default=4 * 1024**3)
 FILE_UPLOAD_HANDLERS = ["apps.catalog.uploads.HashingUploadHandler"]
-FILE_UPLOAD_TEMP_DIR = str(VAR_DIR / "uploads")
+# Next to the artifacts (same filesystem), so a finished upload is renamed, not copied.
+FILE_UPLOAD_TEMP_DIR = env.str("FILE_UPLOAD_TEMP_DIR", default=str(MEDIA_ROOT / "incoming"))
 Path(FILE_UPLOAD_TEMP_DIR).mkdir(parents=True, exist_ok=True)
 # BibTeX files and JSON bodies are read in memory: bound them.
 BIBTEX_MAX_BYTES = env.int("BIBTEX_MAX_BYTES", default=5 * 1024**2)
