@@ -97,3 +97,24 @@ def test_production_redirects_to_https_except_the_health_endpoint():
     result = manage("shell", "--no-imports", "-c", code, env=PRODUCTION_ENV)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["200", "301", "https://node.example.org/"]
+
+
+def test_production_keeps_artifacts_locally_or_in_an_s3_bucket_when_named(tmp_path):
+    code = (
+        "from django.conf import settings;"
+        "artifacts = settings.STORAGES['artifacts'];"
+        "print(artifacts['BACKEND']);"
+        "print(artifacts['OPTIONS'].get('bucket_name') or artifacts['OPTIONS']['location'])"
+    )
+    local = manage(
+        "shell", "--no-imports", "-c", code, env={**PRODUCTION_ENV, "MEDIA_ROOT": str(tmp_path)}
+    )
+    s3 = manage(
+        "shell", "--no-imports", "-c", code,
+        env={**PRODUCTION_ENV, "ARTIFACT_S3_BUCKET": "node-artifacts"},
+    )  # fmt: skip
+
+    assert local.stdout.split() == [
+        "django.core.files.storage.FileSystemStorage", str(tmp_path / "artifacts"),
+    ]  # fmt: skip
+    assert s3.stdout.split() == ["storages.backends.s3.S3Storage", "node-artifacts"]
