@@ -41,6 +41,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.contrib.auth.models import AnonymousUser  # noqa: E402
 from django.db import connection  # noqa: E402
+from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 
 from apps.accounts.models import User  # noqa: E402
 from apps.accounts.services import api_token_create, api_token_revoke  # noqa: E402
@@ -275,6 +276,28 @@ def summary(values: list[float], seconds: float) -> dict[str, float]:
     }
 
 
+def code_version() -> str:
+    """The commit the server ran, "+changes" when the working tree differs from it."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],  # noqa: S607
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],  # noqa: S607
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"{commit}+changes" if changes else commit
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -354,6 +377,7 @@ def result_rows(scenarios: list[Scenario]) -> list[dict]:
     rows = []
     for scenario in scenarios:
         stats = summary(scenario.latencies, scenario.seconds)
+        ours = sum(used for group, used in scenario.cpu.items() if group != "machine")
         row = {
             "scenario": scenario.name,
             "endpoint": scenario.endpoint,
@@ -367,6 +391,8 @@ def result_rows(scenarios: list[Scenario]) -> list[dict]:
                 group: round(used / scenario.cpu_wall_seconds, 2)
                 for group, used in scenario.cpu.items()
             },
+            # Everything else on the machine: other programs, and PostgreSQL's parallel workers.
+            "cores_other": round((scenario.cpu["machine"] - ours) / scenario.cpu_wall_seconds, 2),
         }
         if scenario.name.startswith("search/"):
             labelled = list(zip(scenario.latencies, scenario.labels, strict=True))
@@ -381,7 +407,7 @@ def result_rows(scenarios: list[Scenario]) -> list[dict]:
 def table_print(rows: list[dict]) -> None:
     print(
         f"{'scenario':<18}{'requests':>9}{'errors':>7}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}"
-        f"{'x bare':>8}   cores: client gunicorn postgres machine"
+        f"{'x bare':>8}   cores: client gunicorn postgres other"
     )
     for row in rows:
         cores = row["cores_used"]
@@ -389,7 +415,7 @@ def table_print(rows: list[dict]) -> None:
             f"{row['scenario']:<18}{row['requests']:>9}{row['errors']:>7}"
             f"{row['throughput_rps']:>8.1f}{row['p50_ms']:>9.1f}{row['p99_ms']:>9.1f}"
             f"{row['ratio_to_bare']:>8.2f}{cores['client']:>15.2f}{cores['gunicorn']:>9.2f}"
-            f"{cores['postgres']:>9.2f}{cores['machine']:>8.2f}"
+            f"{cores['postgres']:>9.2f}{row['cores_other']:>6.2f}"
         )
     for row in rows:
         for kind, stats in row.get("by_term_frequency", {}).items():
@@ -411,6 +437,9 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=[], help="scenarios to run (bare always)")
     args = parser.parse_args()
 
+    executor = MigrationExecutor(connection)
+    if executor.migration_plan(executor.loader.graph.leaf_nodes()):
+        raise SystemExit("The bench database lacks migrations: bench/seed_catalog.py applies them.")
     if not Paper.objects.exists():
         raise SystemExit("The bench database is empty: run bench/seed_catalog.py first.")
     reader = User.objects.get(username=READER_USERNAME)
@@ -481,6 +510,7 @@ def main() -> None:
             "warmup_seconds_per_scenario": args.warmup,
             "list_pages": LIST_PAGES,
         },
+        "code": code_version(),
         "database": settings.DATABASES["default"]["NAME"],
         "seeded": seeded,
         "search_queries": search_queries(),

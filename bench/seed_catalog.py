@@ -458,7 +458,7 @@ def main() -> None:
         print(
             f"{settings.DATABASES['default']['NAME']} is already seeded "
             f"({Paper.objects.count():,} papers, {ResearchModel.objects.count():,} models); "
-            "--reset seeds it again."
+            f"--reset seeds it again. ({time.perf_counter() - started:.0f} s)"
         )
         return
     catalog_seed(papers=args.papers, models=args.models)
