@@ -906,13 +906,13 @@ class SearchHitOutput(serializers.Serializer):
 
 class SearchOutput(serializers.Serializer):
     count = serializers.IntegerField(
-        help_text=f"Hits of every type (each counted up to {selectors.SEARCH_COUNT_CAP})."
+        help_text=f"Hits of every type (each counted up to {selectors.SEARCH_RANKED_CANDIDATES})."
     )
     counts = serializers.DictField(
         child=serializers.IntegerField(),
         help_text=(
-            f"Hits per type, counted up to {selectors.SEARCH_COUNT_CAP}; at most "
-            f"{selectors.SEARCH_RANKED_CANDIDATES} of them are ranked."
+            f"Hits per type, counted up to {selectors.SEARCH_RANKED_CANDIDATES}: each type ranks "
+            f"its {selectors.SEARCH_RANKED_CANDIDATES} newest matches."
         ),
     )
     page = serializers.IntegerField()

@@ -13,17 +13,15 @@ from typing import Any
 from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.db.models import (
-    BooleanField,
     Exists,
     F,
-    FloatField,
     Model,
     OuterRef,
     Prefetch,
     Q,
     QuerySet,
     Subquery,
-    Value,
+    TextField,
     prefetch_related_objects,
 )
 from django.db.models.expressions import RawSQL
@@ -336,80 +334,91 @@ def _filtered(kind: str, queryset: QuerySet, filters: SearchFilters) -> QuerySet
     return queryset
 
 
-# Counting and ranking cost grows with the number of hits (a common word matches most rows):
-# each type counts at most SEARCH_COUNT_CAP hits and ranks at most SEARCH_RANKED_CANDIDATES.
-SEARCH_COUNT_CAP = 1000
-SEARCH_RANKED_CANDIDATES = 1000
-_TSQUERY = "websearch_to_tsquery('english', %s)"
+# Ranking reads the vector of every row it ranks, and counting every match reads them all:
+# each type ranks and counts its newest matches only. One more than the deepest page reaches
+# (25 pages of 20), so a count that reaches it means "more than 500".
+SEARCH_RANKED_CANDIDATES = 501
 
 
-def _text_match(kind: str, queryset: QuerySet, query: str) -> QuerySet:
-    _model, title, summary = _SEARCH_COLUMNS[kind]
-    if connection.vendor == "postgresql":
-        # The column is named without its table: the match also runs inside subqueries, where
-        # Django renames the table.
-        return queryset.filter(
-            RawSQL(f"search_vector @@ {_TSQUERY}", [query], output_field=BooleanField())  # noqa: S611
+def _ranked(kind: str, queryset: QuerySet, query: str, limit: int) -> tuple[list[SearchHit], int]:
+    """The `limit` best-ranked of the newest SEARCH_RANKED_CANDIDATES matches, and how many of those
+    there are: one statement per type."""
+    model, title, summary = _SEARCH_COLUMNS[kind]
+    table = model._meta.db_table
+    tsquery = "websearch_to_tsquery('english', %s)"
+    newest = (
+        queryset.extra(where=[f"{table}.search_vector @@ {tsquery}"], params=[query])  # noqa: S610
+        .order_by("-created_at", "-id")
+        .values(
+            "id",
+            "created_at",
+            title_text=F(title),
+            summary_text=F(summary),
+            institution_name=F("institution__name"),
+            vector=RawSQL(f"{table}.search_vector", [], output_field=TextField()),  # noqa: S611
+        )[:SEARCH_RANKED_CANDIDATES]
+    )
+    sql, params = newest.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT id, title_text, summary_text, institution_name, "  # noqa: S608
+            f"ts_rank_cd(vector, {tsquery}) AS rank, count(*) OVER () "
+            f"FROM ({sql}) AS newest ORDER BY rank DESC, created_at DESC, id DESC LIMIT %s",
+            [query, *params, limit],
         )
-    # The embedded SQLite node has no full-text index: a substring match on every word.
+        rows = cursor.fetchall()
+    hits = [
+        SearchHit(
+            type=kind, id=row[0], title=row[1], summary=row[2][:300], institution=row[3],
+            rank=float(row[4]),
+        )
+        for row in rows
+    ]  # fmt: skip
+    return hits, rows[0][5] if rows else 0
+
+
+def _substring_matches(
+    kind: str, queryset: QuerySet, query: str, limit: int
+) -> tuple[list[SearchHit], int]:
+    """The embedded SQLite node has no full-text index: a substring match, newest first."""
+    _model, title, summary = _SEARCH_COLUMNS[kind]
     for word in query.split():
         queryset = queryset.filter(
             Q(**{f"{title}__icontains": word}) | Q(**{f"{summary}__icontains": word})
         )
-    return queryset
-
-
-def _ranked(queryset: QuerySet, query: str) -> QuerySet:
-    if connection.vendor == "postgresql":
-        rank = RawSQL(f"ts_rank_cd(search_vector, {_TSQUERY})", [query])  # noqa: S611
-        return queryset.annotate(rank=rank)
-    return queryset.annotate(rank=Value(1.0, output_field=FloatField()))
+    rows = queryset.order_by("-created_at", "-id").values(
+        "id", title_text=F(title), summary_text=F(summary), institution_name=F("institution__name")
+    )[:limit]
+    hits = [
+        SearchHit(
+            type=kind, id=row["id"], title=row["title_text"], summary=row["summary_text"][:300],
+            institution=row["institution_name"], rank=1.0,
+        )
+        for row in rows
+    ]  # fmt: skip
+    return hits, queryset.count()
 
 
 def search(
     *, user: Viewer, query: str, filters: SearchFilters, offset: int, limit: int
 ) -> SearchPage:
-    """Ranked hits across types: each type's top `offset + limit` by rank, merged.
-    `offset + limit` must not exceed SEARCH_RANKED_CANDIDATES."""
+    """Ranked hits across types: each type's top `offset + limit` by rank, merged."""
     candidates: list[SearchHit] = []
     counts: dict[str, int] = {}
+    querysets = {
+        "model": ResearchModel.objects.all(),
+        "paper": Paper.objects.all(),
+        "dataset": Dataset.objects.all(),
+        "benchmark": Benchmark.objects.all(),
+    }
+    matcher = _ranked if connection.vendor == "postgresql" else _substring_matches
     for kind in filters.types:
-        model, title, summary = _SEARCH_COLUMNS[kind]
-        queryset = _filtered(kind, model._default_manager.filter(visible_to(user)), filters)
+        queryset = _filtered(kind, querysets[kind].filter(visible_to(user)), filters)
         if queryset is None:
             counts[kind] = 0
             continue
-        # Unordered: an ORDER BY here would make PostgreSQL walk the newest-first index and test
-        # every row's vector instead of reading the GIN index.
-        matches = _text_match(kind, queryset, query).order_by().values("id")
-        counts[kind] = matches[:SEARCH_COUNT_CAP].count()
-        if not counts[kind]:
-            continue
-        bounded = model._default_manager.filter(
-            id__in=matches.values("id")[:SEARCH_RANKED_CANDIDATES]
-        )
-        rows = (
-            _ranked(bounded, query)
-            .order_by("-rank", "-created_at", "-id")
-            .values(
-                "id",
-                "rank",
-                title_text=F(title),
-                summary_text=F(summary),
-                institution_name=F("institution__name"),
-            )[: offset + limit]
-        )
-        candidates.extend(
-            SearchHit(
-                type=kind,
-                id=row["id"],
-                title=row["title_text"],
-                summary=row["summary_text"][:300],
-                institution=row["institution_name"],
-                rank=float(row["rank"]),
-            )
-            for row in rows
-        )
+        hits, counts[kind] = matcher(kind, queryset, query, offset + limit)
+        candidates.extend(hits)
     candidates.sort(key=lambda hit: hit.rank, reverse=True)
     return SearchPage(
         hits=candidates[offset : offset + limit], total=sum(counts.values()), counts=counts
