@@ -140,6 +140,13 @@ class ModelUpdateInput(ModelCreateInput):
         super().__init__(*args, partial=True, **kwargs)
 
 
+class RecordListApi(generics.ListAPIView):
+    """A list of catalogue records: newest first, with the cached row count."""
+
+    pagination_class = CatalogPagination
+    ordering = ["-created_at", "-id"]
+
+
 class ModelFilter(django_filters.FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
@@ -151,12 +158,10 @@ class ModelFilter(django_filters.FilterSet):
 
 
 @extend_schema_view(get=extend_schema(summary="List research models you can see"))
-class ModelListApi(generics.ListAPIView):
-    pagination_class = CatalogPagination
+class ModelListApi(RecordListApi):
     serializer_class = ModelOutput
     filterset_class = ModelFilter
     ordering_fields = ["name", "created_at", "updated_at"]
-    ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
         return selectors.model_list(user=self.request.user)
@@ -445,12 +450,10 @@ class PaperFilter(django_filters.FilterSet):
 
 
 @extend_schema_view(get=extend_schema(summary="List papers you can see"))
-class PaperListApi(generics.ListAPIView):
-    pagination_class = CatalogPagination
+class PaperListApi(RecordListApi):
     serializer_class = PaperOutput
     filterset_class = PaperFilter
     ordering_fields = ["title", "year", "created_at"]
-    ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
         return selectors.paper_list(user=self.request.user)
@@ -619,12 +622,10 @@ class DatasetFilter(django_filters.FilterSet):
 
 
 @extend_schema_view(get=extend_schema(summary="List datasets you can see"))
-class DatasetListApi(generics.ListAPIView):
-    pagination_class = CatalogPagination
+class DatasetListApi(RecordListApi):
     serializer_class = DatasetOutput
     filterset_class = DatasetFilter
     ordering_fields = ["name", "created_at"]
-    ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
         return selectors.dataset_list(user=self.request.user)
@@ -721,12 +722,10 @@ class BenchmarkFilter(django_filters.FilterSet):
 
 
 @extend_schema_view(get=extend_schema(summary="List benchmarks you can see"))
-class BenchmarkListApi(generics.ListAPIView):
-    pagination_class = CatalogPagination
+class BenchmarkListApi(RecordListApi):
     serializer_class = BenchmarkOutput
     filterset_class = BenchmarkFilter
     ordering_fields = ["name", "created_at"]
-    ordering = ["-created_at", "-id"]
 
     def get_queryset(self):
         return selectors.benchmark_list(user=self.request.user)

@@ -126,9 +126,17 @@ def model_list(*, user: Viewer) -> QuerySet[ResearchModel]:
 
 
 def model_get(*, user: Viewer, model_id: int) -> ResearchModel:
+    return _model_detail(user, pk=model_id)
+
+
+def model_by_slug(*, user: Viewer, institution_slug: str, slug: str) -> ResearchModel:
+    return _model_detail(user, institution__slug=institution_slug, slug=slug)
+
+
+def _model_detail(user: Viewer, **lookup) -> ResearchModel:
     """The model with its versions (drafts only for its editors), files, and the linked
     papers and benchmarks this viewer may see."""
-    model = get_object_or_404(model_list(user=user), pk=model_id)
+    model = get_object_or_404(model_list(user=user), **lookup)
     versions = ModelVersion.objects.prefetch_related(
         Prefetch("files", queryset=ModelFile.objects.select_related("artifact"))
     ).order_by(F("published_at").desc(nulls_first=True), "-id")
@@ -143,11 +151,6 @@ def model_get(*, user: Viewer, model_id: int) -> ResearchModel:
         ),
     )
     return model
-
-
-def model_by_slug(*, user: Viewer, institution_slug: str, slug: str) -> ResearchModel:
-    model = get_object_or_404(model_list(user=user), institution__slug=institution_slug, slug=slug)
-    return model_get(user=user, model_id=model.pk)
 
 
 def version_get(*, user: Viewer, model: ResearchModel, label: str) -> ModelVersion:
@@ -234,13 +237,13 @@ def artifact_get(*, user: Viewer, sha256: str) -> Artifact:
     return artifact
 
 
-def comment_list(*, user: Viewer, target: ResearchModel | Paper | Benchmark) -> QuerySet[Comment]:
+def comment_list(*, target: ResearchModel | Paper | Benchmark) -> QuerySet[Comment]:
     """The discussion of a record the caller may already see (the caller checks that)."""
-    field = _comment_target_field(target)
+    field = comment_target_field(target)
     return Comment.objects.filter(**{field: target}).select_related("author", "removed_by")
 
 
-def _comment_target_field(target: ResearchModel | Paper | Benchmark) -> str:
+def comment_target_field(target: ResearchModel | Paper | Benchmark) -> str:
     fields: dict[type[Model], str] = {
         ResearchModel: "model",
         Paper: "paper",

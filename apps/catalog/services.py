@@ -82,9 +82,11 @@ def artifact_store(
     storage = artifact_storage()
     name = _storage_name(computed)
     size = upload.size or 0
-    if not storage.exists(name) or storage.size(name) != size:
-        if storage.exists(name):
-            storage.delete(name)  # a partial copy left by an interrupted write
+    stored = storage.exists(name)
+    if stored and storage.size(name) != size:
+        storage.delete(name)  # a partial copy left by an interrupted write
+        stored = False
+    if not stored:
         stored_as = storage.save(name, upload)
         upload.close()  # the local storage moved the temporary file: nothing is left to delete
         if stored_as != name:  # another request stored the same bytes a moment ago
@@ -118,11 +120,15 @@ def artifacts_purge_unattached(*, older_than: timedelta | None = None) -> int:
         papers__isnull=True,
     )
     purged = 0
-    for name in _stored_names(storage):
-        if (
-            storage.get_modified_time(name) < cutoff
-            and not Artifact.objects.filter(storage_name=name).exists()
-        ):
+    old_files = [
+        name for name in _stored_names(storage) if storage.get_modified_time(name) < cutoff
+    ]
+    for start in range(0, len(old_files), 1000):
+        batch = old_files[start : start + 1000]
+        known = set(
+            Artifact.objects.filter(storage_name__in=batch).values_list("storage_name", flat=True)
+        )
+        for name in set(batch) - known:
             storage.delete(name)
             purged += 1
     for artifact in unattached:
@@ -199,11 +205,14 @@ def _set_tags(record: Model, tags: Iterable[str]) -> None:
     record.tags.set(Tag.objects.filter(name__in=names))  # type: ignore[attr-defined]
 
 
-def _normalize_license(value: str) -> str:
+def _normalized_identifier(value: str, normalize, field: str) -> str:
+    """`normalize(value)`, its refusal named after `field`; empty stays empty."""
+    if not value:
+        return ""
     try:
-        return normalize_spdx_license(value)
+        return normalize(value)
     except ValidationError as error:
-        raise ValidationError({"license": error.messages}) from error
+        raise ValidationError({field: error.messages}) from error
 
 
 def _visible_records(user: User, model: type[CatalogRecord], ids: Iterable[int], field: str):
@@ -246,7 +255,7 @@ def model_create(
         slug=slug,
         summary=summary,
         card=card,
-        license=_normalize_license(license),
+        license=_normalized_identifier(license, normalize_spdx_license, "license"),
         task=task,
         visibility=visibility,
     )
@@ -270,7 +279,9 @@ def model_update(
 ) -> ResearchModel:
     _require_editor(user, model)
     if "license" in fields:
-        fields["license"] = _normalize_license(fields["license"])
+        fields["license"] = _normalized_identifier(
+            fields["license"], normalize_spdx_license, "license"
+        )
     _apply(model, fields)
     model.full_clean()
     model.save()
@@ -352,15 +363,6 @@ class AuthorInput:
     institution: Institution | None = None
 
 
-def _normalized_identifier(value: str, normalize, field: str) -> str:
-    if not value:
-        return ""
-    try:
-        return normalize(value)
-    except ValidationError as error:
-        raise ValidationError({field: error.messages}) from error
-
-
 def _check_doi_unused(doi: str, paper: Paper | None = None) -> None:
     if not doi:
         return
@@ -372,9 +374,10 @@ def _check_doi_unused(doi: str, paper: Paper | None = None) -> None:
 
 
 def _check_pdf(user: User, pdf: Artifact | None) -> None:
-    if pdf is not None:
-        _readable_artifact(user, pdf.sha256, field="pdf")
-    if pdf is not None and pdf.format != Format.PDF:
+    if pdf is None:
+        return
+    _readable_artifact(user, pdf.sha256, field="pdf")
+    if pdf.format != Format.PDF:
         raise ValidationError(
             {"pdf": f"The artifact {pdf.sha256[:12]}… is {pdf.format}, not a PDF."}
         )
@@ -540,7 +543,7 @@ def dataset_create(
         name=name,
         slug=slug,
         description=description,
-        license=_normalize_license(license),
+        license=_normalized_identifier(license, normalize_spdx_license, "license"),
         visibility=visibility,
     )
     dataset.full_clean()
@@ -557,7 +560,9 @@ def dataset_update(
 ) -> Dataset:
     _require_editor(user, dataset)
     if "license" in fields:
-        fields["license"] = _normalize_license(fields["license"])
+        fields["license"] = _normalized_identifier(
+            fields["license"], normalize_spdx_license, "license"
+        )
     _apply(dataset, fields)
     dataset.full_clean()
     dataset.save()
@@ -695,7 +700,7 @@ def comment_create(
     parent: Comment | None = None,
 ) -> Comment:
     """Anyone signed in who can see the record can join its discussion."""
-    field = {ResearchModel: "model", Paper: "paper", Benchmark: "benchmark"}[type(target)]
+    field = selectors.comment_target_field(target)
     if not type(target).objects.filter(selectors.visible_to(user), pk=target.pk).exists():
         raise PermissionDenied("You cannot see this record.")
     if parent is not None:

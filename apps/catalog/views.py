@@ -140,7 +140,7 @@ class CommentNode:
 
 
 def _discussion(request: HttpRequest, target: Discussed) -> dict:
-    comments = list(selectors.comment_list(user=request.user, target=target))
+    comments = list(selectors.comment_list(target=target))
     can_moderate = bool(comments) and selectors.user_can_moderate(
         user=request.user, comment=comments[0]
     )
@@ -174,7 +174,7 @@ def _post_comment(request: AuthenticatedHttpRequest, target: Discussed) -> HttpR
     parent = None
     if form.cleaned_data["parent"] is not None:
         parent = get_object_or_404(
-            selectors.comment_list(user=request.user, target=target),
+            selectors.comment_list(target=target),
             pk=form.cleaned_data["parent"],
         )
     try:
