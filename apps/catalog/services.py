@@ -322,7 +322,7 @@ def version_create(
     for filename, artifact in _artifacts_by_digest(user, files, field="files"):
         ModelFile.objects.create(version=version, artifact=artifact, filename=filename)
     if publish:
-        version_publish(user=user, version=version)
+        version = version_publish(user=user, version=version)
     return version
 
 

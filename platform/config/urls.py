@@ -9,6 +9,7 @@ from apps.core.views import health
 api_v1 = [
     path("", include("apps.accounts.api_urls")),
     path("", include("apps.catalog.api_urls")),
+    path("", include("apps.compute.api_urls")),
 ]
 
 urlpatterns = [

@@ -111,6 +111,18 @@ BUILTIN_SPECS = (
             ["script"],
         ),
     ),
+    EvaluatorSpec(
+        name="smoke",
+        description=(
+            "A pool check: fetches every model and dataset file, verifies each sha256, and "
+            "reports how many files and bytes arrived. Runs no code from the model; can hold "
+            "its devices for a while to exercise scheduling."
+        ),
+        model_formats=SAFE_MODEL_FORMATS,
+        config_schema=_object_schema(
+            {"hold_seconds": {"type": "number", "minimum": 0, "maximum": 3600}}, []
+        ),
+    ),
 )
 
 

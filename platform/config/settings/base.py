@@ -37,6 +37,7 @@ INSTALLED_APPS = [
     "apps.core",
     "apps.accounts",
     "apps.catalog",
+    "apps.compute",
     "apps.portal",
 ]
 
@@ -172,6 +173,11 @@ REST_FRAMEWORK = {
 }
 
 SPECTACULAR_SETTINGS = {
+    "ENUM_NAME_OVERRIDES": {
+        "JobState": "apps.compute.models.Job.State",
+        "ComputeRequestState": "apps.compute.models.ComputeRequest.State",
+        "WorkerEndState": [("failed", "Failed"), ("timed_out", "Timed out")],
+    },
     "TITLE": "Research Exchange API",
     "DESCRIPTION": (
         "REST API of a research-exchange node: institutions, researchers and their API tokens. "
@@ -224,7 +230,31 @@ CELERY_BEAT_SCHEDULE = {
         "task": "apps.catalog.tasks.artifacts_purge_unattached",
         "schedule": 60 * 60,
     },
+    # Submissions and finished jobs ask for a dispatcher run themselves; the schedule catches
+    # nodes that came back and anything a lost message left behind.
+    "dispatch-jobs": {"task": "apps.compute.tasks.jobs_dispatch_task", "schedule": 10},
+    "reconcile-jobs": {"task": "apps.compute.tasks.jobs_reconcile_task", "schedule": 15},
 }
+
+# The compute pool. A worker heartbeats every COMPUTE_HEARTBEAT_SECONDS; a node that missed
+# them for COMPUTE_NODE_OFFLINE_AFTER_SECONDS is offline and gets no new jobs.
+COMPUTE_HEARTBEAT_SECONDS = env.int("COMPUTE_HEARTBEAT_SECONDS", default=15)
+COMPUTE_NODE_OFFLINE_AFTER_SECONDS = env.int("COMPUTE_NODE_OFFLINE_AFTER_SECONDS", default=90)
+# A running job whose worker stopped renewing its lease this long is requeued.
+COMPUTE_LEASE_SECONDS = env.int("COMPUTE_LEASE_SECONDS", default=60)
+# A dispatched job that no worker claimed this long (its message was lost) is requeued.
+COMPUTE_CLAIM_TIMEOUT_SECONDS = env.int("COMPUTE_CLAIM_TIMEOUT_SECONDS", default=120)
+COMPUTE_MAX_ATTEMPTS = env.int("COMPUTE_MAX_ATTEMPTS", default=3)
+COMPUTE_FAIR_SHARE_HALF_LIFE_HOURS = env.float("COMPUTE_FAIR_SHARE_HALF_LIFE_HOURS", default=168)
+# Slurm-like multifactor priority: admin priority (-100..100), fair share (0..1), age (0..1).
+COMPUTE_PRIORITY_WEIGHTS = {"admin": 10.0, "fair_share": 1000.0, "age": 100.0}
+COMPUTE_DISPATCH_COALESCE_SECONDS = 5
+COMPUTE_LOG_MAX_CHARS = env.int("COMPUTE_LOG_MAX_CHARS", default=2_000_000)
+
+# Mail (compute request decisions). The console backend prints mail where no server is set.
+EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
+vars().update(EMAIL_CONFIG)  # EMAIL_BACKEND, EMAIL_HOST, ... as django-environ parses them
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="research-exchange@localhost")
 # An uploaded artifact that no record uses after this long is deleted with its file.
 ARTIFACT_UNATTACHED_RETENTION_HOURS = env.int("ARTIFACT_UNATTACHED_RETENTION_HOURS", default=24)
 

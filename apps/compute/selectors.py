@@ -1,0 +1,292 @@
+"""Reads of the compute pool, with who-may-see-what applied.
+
+Jobs: staff see every job; researchers see their institutions' jobs and their own, and anyone
+(anonymous included) sees a succeeded job whose model and benchmark are both public: that is a
+public result. Compute requests: the requester, the institution's admins, staff. Allocations and
+usage: the institution's members, staff. Nodes: signed-in users (no node ever shows its token).
+"""
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple, TypeGuard
+
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.db.models import Q, QuerySet, Sum
+from django.http import Http404
+from django.utils import timezone
+
+from apps.accounts.models import Institution, Membership, User
+from apps.catalog.models import Artifact, Visibility
+from apps.compute import scheduling
+from apps.compute.models import (
+    Allocation,
+    ComputeNode,
+    ComputeRequest,
+    InstitutionUsage,
+    Job,
+    JobLogChunk,
+)
+
+Viewer = User | AnonymousUser
+
+
+def _signed_in(user: Viewer) -> TypeGuard[User]:
+    return isinstance(user, User) and user.is_active
+
+
+def _member_of(user: User) -> QuerySet:
+    return Membership.objects.filter(user=user).values("institution_id")
+
+
+def _admin_of(user: User) -> QuerySet:
+    return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values("institution_id")
+
+
+def public_results() -> Q:
+    return Q(
+        state=Job.State.SUCCEEDED,
+        model_version__model__visibility=Visibility.PUBLIC,
+        benchmark__visibility=Visibility.PUBLIC,
+    )
+
+
+def jobs_visible_to(user: Viewer) -> Q:
+    if not _signed_in(user):
+        return public_results()
+    if user.is_staff:
+        return Q()
+    return Q(institution_id__in=_member_of(user)) | Q(submitter=user) | public_results()
+
+
+def job_list(*, user: Viewer) -> QuerySet[Job]:
+    return (
+        Job.objects.filter(jobs_visible_to(user))
+        .select_related(
+            "model_version__model__institution",
+            "benchmark__institution",
+            "submitter",
+            "institution",
+            "node__institution",
+            "allocation",
+        )
+        .order_by("-submitted_at", "-id")
+    )
+
+
+def job_get(*, user: Viewer, job_id: int) -> Job:
+    job = job_list(user=user).select_related("result").filter(pk=job_id).first()
+    if job is None:
+        raise Http404("No such job.")
+    return job
+
+
+def job_log(*, job: Job, attempt: int, offset: int = 0) -> str:
+    """The attempt's output from `offset` characters on."""
+    chunks = JobLogChunk.objects.filter(job=job, attempt=attempt).values_list("offset", "text")
+    text = "".join(chunk for _offset, chunk in chunks)
+    return text[offset:]
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    position: int
+    job_id: int
+    institution_id: int
+    gpu_count: int
+    priority: int
+    score: float
+    submitted_at: datetime
+    job: Job | None  # None where the viewer may not see the job itself
+
+
+def job_queue(*, user: Viewer, limit: int = 200) -> tuple[list[QueueEntry], int]:
+    """Pending jobs in the order the dispatcher will consider them, and how many are pending.
+    Jobs the viewer may not see show only their institution and size."""
+    from apps.compute import services
+
+    now = timezone.now()
+    pending = services.queued_jobs(Job.objects.filter(state=Job.State.PENDING))
+    shares = services.fair_shares(now=now)
+    weights = services.priority_weights()
+    ordered = scheduling.queue_order(pending, now=now, fair_shares=shares, weights=weights)
+    head = ordered[:limit]
+    visible = job_list(user=user).in_bulk([queued.id for queued in head])
+    entries = [
+        QueueEntry(
+            position=position,
+            job_id=queued.id,
+            institution_id=queued.institution_id,
+            gpu_count=queued.gpu_count,
+            priority=queued.priority,
+            score=scheduling.job_priority(
+                queued,
+                now=now,
+                fair_share=shares.get(queued.institution_id, 0.25),
+                weights=weights,
+            ),
+            submitted_at=queued.submitted_at,
+            job=visible.get(queued.id),
+        )
+        for position, queued in enumerate(head, start=1)
+    ]
+    return entries, len(ordered)
+
+
+def node_list(*, user: Viewer) -> QuerySet[ComputeNode]:
+    if not _signed_in(user):
+        return ComputeNode.objects.none()
+    return ComputeNode.objects.select_related("institution").order_by("institution__name", "name")
+
+
+def node_get(*, user: Viewer, node_id: int) -> ComputeNode:
+    node = node_list(user=user).filter(pk=node_id).first()
+    if node is None:
+        raise Http404("No such compute node.")
+    return node
+
+
+def node_status(node: ComputeNode, now: datetime | None = None) -> str:
+    return node.status_at(now or timezone.now(), settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS)
+
+
+class DeviceSlot(NamedTuple):
+    device: str
+    job: Job | None  # None: free
+    visible: bool  # whether the viewer may see which job holds it
+
+
+class NodeRow(NamedTuple):
+    node: ComputeNode
+    status: str
+    slots: list[DeviceSlot]
+
+
+def running_by_node(*, user: Viewer) -> list[NodeRow]:
+    """Each node, its status, and which job holds each of its devices."""
+    nodes = list(node_list(user=user))
+    active = list(
+        Job.objects.filter(
+            state__in=(Job.State.DISPATCHED, Job.State.RUNNING), node__in=nodes
+        ).select_related("model_version__model", "benchmark", "institution")
+    )
+    visible = set(
+        Job.objects.filter(jobs_visible_to(user), pk__in=[job.pk for job in active]).values_list(
+            "pk", flat=True
+        )
+    )
+    holders = {(job.node_id, device): job for job in active for device in job.devices}
+    now = timezone.now()
+    rows = []
+    for node in nodes:
+        devices = [f"gpu:{gpu['index']}" for gpu in node.gpus] + [
+            f"cpu:{slot}" for slot in range(node.cpu_slots)
+        ]
+        slots = []
+        for device in devices:
+            holder = holders.get((node.pk, device))
+            slots.append(DeviceSlot(device, holder, holder is not None and holder.pk in visible))
+        rows.append(NodeRow(node, node_status(node, now), slots))
+    return rows
+
+
+def compute_request_list(*, user: Viewer) -> QuerySet[ComputeRequest]:
+    if not _signed_in(user):
+        return ComputeRequest.objects.none()
+    requests = ComputeRequest.objects.select_related(
+        "requester", "institution", "reviewer", "model", "paper", "benchmark"
+    )
+    if user.is_staff:
+        return requests
+    return requests.filter(Q(requester=user) | Q(institution_id__in=_admin_of(user)))
+
+
+def compute_request_get(*, user: Viewer, request_id: int) -> ComputeRequest:
+    request = compute_request_list(user=user).filter(pk=request_id).first()
+    if request is None:
+        raise Http404("No such compute request.")
+    return request
+
+
+def allocation_list(*, user: Viewer) -> QuerySet[Allocation]:
+    if not _signed_in(user):
+        return Allocation.objects.none()
+    allocations = Allocation.objects.select_related("institution", "request")
+    if user.is_staff:
+        return allocations
+    return allocations.filter(institution_id__in=_member_of(user))
+
+
+def allocation_get(*, user: Viewer, allocation_id: int) -> Allocation:
+    allocation = allocation_list(user=user).filter(pk=allocation_id).first()
+    if allocation is None:
+        raise Http404("No such allocation.")
+    return allocation
+
+
+@dataclass(frozen=True)
+class InstitutionUsageSummary:
+    institution: Institution
+    budget_gpu_hours: float
+    used_gpu_hours: float
+    decayed_gpu_hours: float
+    fair_share: float
+
+
+def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
+    """Each institution the viewer may see: its current allocations against their use."""
+    from apps.compute import services
+
+    now = timezone.now()
+    current = allocation_list(user=user).filter(starts_at__lte=now, ends_at__gt=now)
+    totals = (
+        current.values("institution_id")
+        .annotate(budget=Sum("budget_gpu_seconds"), used=Sum("used_gpu_seconds"))
+        .order_by()
+    )
+    by_institution = {row["institution_id"]: row for row in totals}
+    institutions = Institution.objects.filter(pk__in=by_institution).order_by("name")
+    decayed = {
+        usage.institution_id: services.usage_decayed(usage, now)
+        for usage in InstitutionUsage.objects.filter(institution__in=institutions)
+    }
+    shares = services.fair_shares(now=now)
+    return [
+        InstitutionUsageSummary(
+            institution=institution,
+            budget_gpu_hours=by_institution[institution.pk]["budget"] / 3600,
+            used_gpu_hours=by_institution[institution.pk]["used"] / 3600,
+            decayed_gpu_hours=decayed.get(institution.pk, 0.0) / 3600,
+            fair_share=shares.get(institution.pk, 0.25),
+        )
+        for institution in institutions
+    ]
+
+
+def user_can_see_job_details(*, user: Viewer, job: Job) -> bool:
+    """Logs and failure reasons: the job's institution, its submitter, staff."""
+    if not _signed_in(user):
+        return False
+    return (
+        user.is_staff
+        or job.submitter_id == user.pk
+        or Membership.objects.filter(user=user, institution_id=job.institution_id).exists()
+    )
+
+
+def job_artifact(*, node: ComputeNode, job_id: int, attempt: int, sha256: str) -> Artifact:
+    """A file of the attempt `node` runs now: its model version's or its benchmark dataset's.
+    A node token reads nothing else."""
+    from apps.compute.services import JobConflict
+
+    job = Job.objects.filter(pk=job_id, node=node).first()
+    if job is None or job.attempt != attempt or job.state not in Job.ACTIVE_STATES:
+        raise JobConflict(f"Attempt {attempt} of job {job_id} is not this node's to run.")
+    artifact = Artifact.objects.filter(
+        Q(model_files__version_id=job.model_version_id)
+        | Q(dataset_files__dataset__benchmarks=job.benchmark_id),
+        sha256=sha256,
+    ).first()
+    if artifact is None:
+        raise Http404("This job has no such file.")
+    return artifact

@@ -1,0 +1,1000 @@
+"""Writes to the compute pool: nodes, requests and allocations, jobs and their lifecycle.
+
+Refusals raise django.core.exceptions.ValidationError (naming the field), PermissionDenied, or
+JobConflict (a worker speaking for an attempt that is no longer current). Broker messages are
+sent in transaction.on_commit, never from inside an open transaction.
+"""
+
+import hashlib
+import logging
+import secrets
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.core.cache import cache
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.core.mail import send_mail
+from django.db import transaction
+from django.db.models import F, Q, Sum
+from django.db.models.functions import Length
+from django.utils import timezone
+
+from apps.accounts.models import Institution, Membership, User
+from apps.catalog import selectors as catalog_selectors
+from apps.catalog.models import Benchmark, ModelVersion, Paper, ResearchModel
+from apps.compute import scheduling
+from apps.compute.models import (
+    Allocation,
+    ComputeNode,
+    ComputeRequest,
+    DeviceAssignment,
+    InstitutionUsage,
+    Job,
+    JobEvent,
+    JobLogChunk,
+    JobResult,
+)
+from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
+
+logger = logging.getLogger(__name__)
+
+NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
+RUN_JOB_TASK = "worker.run_job"
+DISPATCH_PENDING_KEY = "compute:dispatch-queued"
+
+
+class JobConflict(Exception):
+    """A worker call about a job that is not (or no longer) its to run."""
+
+
+def _require_staff(user: User) -> None:
+    if not user.is_staff:
+        raise PermissionDenied("Only platform admins can do this.")
+
+
+def _is_member(user: User, institution: Institution, *, admin: bool = False) -> bool:
+    memberships = Membership.objects.filter(user=user, institution=institution)
+    if admin:
+        memberships = memberships.filter(role=Membership.Role.ADMIN)
+    return memberships.exists()
+
+
+def user_can_manage_nodes(*, user: User, institution: Institution) -> bool:
+    return user.is_staff or _is_member(user, institution, admin=True)
+
+
+def node_token_hash(secret: str) -> str:
+    # 256 random bits: a fast hash is enough, and the lookup stays one indexed equality.
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_node_secret() -> str:
+    return NODE_TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+@transaction.atomic
+def node_create(
+    *,
+    user: User,
+    institution: Institution,
+    name: str,
+    pool: str = "default",
+    labels: list[str] | None = None,
+) -> tuple[ComputeNode, str]:
+    """Returns the node and its token; only the token's hash is kept."""
+    if not user_can_manage_nodes(user=user, institution=institution):
+        raise PermissionDenied("Only this institution's admins can add compute nodes.")
+    secret = _new_node_secret()
+    node = ComputeNode(
+        institution=institution,
+        name=name,
+        pool=pool,
+        labels=sorted(set(labels or [])),
+        token_prefix=secret[:12],
+        token_hash=node_token_hash(secret),
+        created_by=user,
+    )
+    node.full_clean()
+    node.save()
+    return node, secret
+
+
+@transaction.atomic
+def node_token_rotate(*, user: User, node: ComputeNode) -> str:
+    """A new token for the node; the old one stops working at once."""
+    if not user_can_manage_nodes(user=user, institution=node.institution):
+        raise PermissionDenied("Only this institution's admins can manage its compute nodes.")
+    secret = _new_node_secret()
+    ComputeNode.objects.filter(pk=node.pk).update(
+        token_prefix=secret[:12], token_hash=node_token_hash(secret)
+    )
+    return secret
+
+
+@transaction.atomic
+def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> ComputeNode:
+    """A draining node finishes its jobs and takes no new ones."""
+    if not user_can_manage_nodes(user=user, institution=node.institution):
+        raise PermissionDenied("Only this institution's admins can manage its compute nodes.")
+    node.draining = draining
+    node.save(update_fields=["draining"])
+    if not draining:
+        dispatch_soon()
+    return node
+
+
+def node_authenticate(*, secret: str) -> ComputeNode:
+    node = ComputeNode.objects.select_related("institution").filter(
+        token_hash=node_token_hash(secret)
+    )
+    found = node.first()
+    if found is None:
+        raise PermissionDenied("Invalid node token.")
+    return found
+
+
+def _clean_gpus(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    cleaned = []
+    for position, gpu in enumerate(gpus):
+        try:
+            cleaned.append(
+                {
+                    "index": int(gpu["index"]),
+                    "uuid": str(gpu.get("uuid", "")),
+                    "name": str(gpu["name"]),
+                    "memory_bytes": int(gpu["memory_bytes"]),
+                }
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise ValidationError(
+                {"gpus": f"GPU {position}: needs index, name and memory_bytes ({error})."}
+            ) from error
+    indexes = [gpu["index"] for gpu in cleaned]
+    if len(set(indexes)) != len(indexes):
+        raise ValidationError({"gpus": "Each GPU index must appear once."})
+    return cleaned
+
+
+@transaction.atomic
+def node_register(
+    *,
+    node: ComputeNode,
+    gpus: list[dict[str, Any]],
+    cpu_slots: int,
+    host_info: dict[str, Any],
+) -> ComputeNode:
+    """The worker reports what its host offers. It counts as a first heartbeat."""
+    now = timezone.now()
+    node = ComputeNode.objects.select_for_update().get(pk=node.pk)
+    node.gpus = _clean_gpus(gpus)
+    node.cpu_slots = cpu_slots
+    node.host_info = host_info
+    node.registered_at = now
+    node.last_heartbeat_at = now
+    node.save(
+        update_fields=["gpus", "cpu_slots", "host_info", "registered_at", "last_heartbeat_at"]
+    )
+    dispatch_soon()
+    return node
+
+
+@dataclass(frozen=True)
+class HeartbeatReply:
+    # Jobs the worker runs that it must stop: cancelled, requeued elsewhere, or unknown.
+    stop: list[dict[str, int]]
+    lease_seconds: int
+    heartbeat_seconds: int
+
+
+@transaction.atomic
+def node_heartbeat(*, node: ComputeNode, running: list[dict[str, int]]) -> HeartbeatReply:
+    """Records that the node is alive and renews the leases of the attempts it still runs."""
+    now = timezone.now()
+    was_offline = node.status_at(now, settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS) == "offline"
+    ComputeNode.objects.filter(pk=node.pk).update(last_heartbeat_at=now)
+    reported = {(int(item["job"]), int(item["attempt"])) for item in running}
+    current = set(
+        Job.objects.filter(
+            node=node,
+            state__in=(Job.State.DISPATCHED, Job.State.RUNNING),
+            id__in=[job_id for job_id, _attempt in reported],
+        ).values_list("id", "attempt")
+    )
+    renewed = [job_id for job_id, attempt in reported & current]
+    if renewed:
+        Job.objects.filter(pk__in=renewed, state=Job.State.RUNNING).update(
+            lease_expires_at=now + timedelta(seconds=settings.COMPUTE_LEASE_SECONDS)
+        )
+    if was_offline:
+        dispatch_soon()
+    return HeartbeatReply(
+        stop=[{"job": job, "attempt": attempt} for job, attempt in sorted(reported - current)],
+        lease_seconds=settings.COMPUTE_LEASE_SECONDS,
+        heartbeat_seconds=settings.COMPUTE_HEARTBEAT_SECONDS,
+    )
+
+
+def _visible_or_error(
+    user: User, model: type[ResearchModel | Paper | Benchmark], record_id: int | None, field: str
+):
+    if record_id is None:
+        return None
+    record = model.objects.filter(catalog_selectors.visible_to(user), pk=record_id).first()
+    if record is None:
+        raise ValidationError({field: f"No {field} with id {record_id} that you can see."})
+    return record
+
+
+@transaction.atomic
+def compute_request_submit(
+    *,
+    user: User,
+    institution: Institution,
+    purpose: str,
+    gpu_hours: Decimal,
+    gpu_count: int,
+    starts_on: date,
+    ends_on: date,
+    gpu_class: str = "",
+    model_id: int | None = None,
+    paper_id: int | None = None,
+    benchmark_id: int | None = None,
+) -> ComputeRequest:
+    if not _is_member(user, institution):
+        raise ValidationError(
+            {
+                "institution": f"You are not a member of {institution.name}: ask on its behalf "
+                "only as a member."
+            }
+        )
+    if ends_on < starts_on:
+        raise ValidationError({"ends_on": "The end of the window must not be before its start."})
+    if ends_on < timezone.localdate():
+        raise ValidationError({"ends_on": "The window has already ended."})
+    request = ComputeRequest(
+        requester=user,
+        institution=institution,
+        purpose=purpose.strip(),
+        gpu_hours=gpu_hours,
+        gpu_count=gpu_count,
+        gpu_class=gpu_class.strip(),
+        starts_on=starts_on,
+        ends_on=ends_on,
+        model=_visible_or_error(user, ResearchModel, model_id, "model"),
+        paper=_visible_or_error(user, Paper, paper_id, "paper"),
+        benchmark=_visible_or_error(user, Benchmark, benchmark_id, "benchmark"),
+    )
+    request.full_clean()
+    request.save()
+    return request
+
+
+def _locked_submitted(request: ComputeRequest) -> ComputeRequest:
+    request = (
+        ComputeRequest.objects.select_for_update()
+        .select_related("requester", "institution")
+        .get(pk=request.pk)
+    )
+    if request.state != ComputeRequest.State.SUBMITTED:
+        raise ValidationError(
+            {"state": f"This request is already {request.get_state_display().lower()}."}
+        )
+    return request
+
+
+def _notify_requester(request: ComputeRequest) -> None:
+    recipient = request.requester.email
+    if not recipient:
+        return
+    subject = f"Your compute request was {request.state}"
+    lines = [
+        f"Your request for {request.gpu_hours} GPU-hours for {request.institution.name} "
+        f"was {request.state} by the platform admins.",
+    ]
+    if request.review_comment:
+        lines.append(f"Comment: {request.review_comment}")
+    message = "\n\n".join(lines)
+    transaction.on_commit(
+        lambda: send_mail(subject, message, None, [recipient], fail_silently=True)
+    )
+
+
+def _window(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
+    zone = timezone.get_current_timezone()
+    starts_at = datetime.combine(starts_on, datetime.min.time(), tzinfo=zone)
+    return starts_at, datetime.combine(
+        ends_on + timedelta(days=1), datetime.min.time(), tzinfo=zone
+    )
+
+
+@transaction.atomic
+def compute_request_approve(
+    *,
+    reviewer: User,
+    request: ComputeRequest,
+    comment: str = "",
+    gpu_hours: Decimal | None = None,
+) -> Allocation:
+    """Approves the request and creates its allocation; `gpu_hours` grants less than asked."""
+    _require_staff(reviewer)
+    request = _locked_submitted(request)
+    granted = request.gpu_hours if gpu_hours is None else gpu_hours
+    if granted <= 0 or granted > request.gpu_hours:
+        raise ValidationError(
+            {"gpu_hours": f"Grant between 0.1 and the {request.gpu_hours} GPU-hours asked."}
+        )
+    request.state = ComputeRequest.State.APPROVED
+    request.reviewer = reviewer
+    request.review_comment = comment.strip()
+    request.reviewed_at = timezone.now()
+    request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
+    starts_at, ends_at = _window(request.starts_on, request.ends_on)
+    allocation = Allocation.objects.create(
+        institution=request.institution,
+        request=request,
+        name=f"Request {request.pk}: {request.purpose[:150]}",
+        gpu_class=request.gpu_class,
+        budget_gpu_seconds=int(granted * 3600),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        created_by=reviewer,
+    )
+    _notify_requester(request)
+    return allocation
+
+
+@transaction.atomic
+def compute_request_reject(
+    *, reviewer: User, request: ComputeRequest, comment: str
+) -> ComputeRequest:
+    _require_staff(reviewer)
+    if not comment.strip():
+        raise ValidationError({"comment": "Say why the request is rejected."})
+    request = _locked_submitted(request)
+    request.state = ComputeRequest.State.REJECTED
+    request.reviewer = reviewer
+    request.review_comment = comment.strip()
+    request.reviewed_at = timezone.now()
+    request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
+    _notify_requester(request)
+    return request
+
+
+@transaction.atomic
+def compute_request_withdraw(*, user: User, request: ComputeRequest) -> ComputeRequest:
+    if request.requester_id != user.pk:
+        raise PermissionDenied("Only the researcher who asked can withdraw a request.")
+    request = _locked_submitted(request)
+    request.state = ComputeRequest.State.WITHDRAWN
+    request.save(update_fields=["state"])
+    return request
+
+
+@transaction.atomic
+def allocation_create(
+    *,
+    user: User,
+    institution: Institution,
+    name: str,
+    gpu_hours: Decimal,
+    starts_at: datetime,
+    ends_at: datetime,
+    gpu_class: str = "",
+) -> Allocation:
+    """A grant made directly by the platform admins, without a request."""
+    _require_staff(user)
+    allocation = Allocation(
+        institution=institution,
+        name=name,
+        gpu_class=gpu_class,
+        budget_gpu_seconds=int(gpu_hours * 3600),
+        starts_at=starts_at,
+        ends_at=ends_at,
+        created_by=user,
+    )
+    allocation.full_clean()
+    allocation.save()
+    return allocation
+
+
+def _reserved_gpu_seconds(allocation: Allocation) -> int:
+    """What the allocation's queued and running jobs may still cost, at their time limits."""
+    active = Job.objects.filter(allocation=allocation, state__in=Job.ACTIVE_STATES).aggregate(
+        total=Sum(F("gpu_count") * F("time_limit_minutes") * 60)
+    )
+    return int(active["total"] or 0)
+
+
+def _allocation_for(
+    *, user: User, institution: Institution, allocation_id: int | None, now: datetime
+) -> Allocation | None:
+    allocations = Allocation.objects.select_for_update().filter(institution=institution)
+    if allocation_id is not None:
+        allocation = allocations.filter(pk=allocation_id).first()
+        if allocation is None:
+            raise ValidationError(
+                {"allocation": f"{institution.name} has no allocation {allocation_id}."}
+            )
+        if not allocation.starts_at <= now < allocation.ends_at:
+            raise ValidationError(
+                {
+                    "allocation": f"Allocation '{allocation.name}' runs from "
+                    f"{allocation.starts_at:%Y-%m-%d} to {allocation.ends_at:%Y-%m-%d}."
+                }
+            )
+        return allocation
+    current = allocations.filter(starts_at__lte=now, ends_at__gt=now).order_by(
+        F("used_gpu_seconds") - F("budget_gpu_seconds"), "ends_at"
+    )
+    return current.first()
+
+
+def _model_formats(version: ModelVersion) -> set[str]:
+    return set(version.files.values_list("artifact__format", flat=True))
+
+
+def _check_runnable(*, user: User, version: ModelVersion, benchmark: Benchmark) -> None:
+    if not version.is_published:
+        raise ValidationError(
+            {"model_version": f"Version {version.label} is a draft: publish it to evaluate it."}
+        )
+    if version.files.filter(artifact__unsafe=True).exists():
+        raise ValidationError(
+            {
+                "model_version": f"Version {version.label} holds pickle-based files, which run "
+                "code when loaded: the pool never evaluates them. Publish a safetensors or ONNX "
+                "version."
+            }
+        )
+    spec = evaluator_specs().get(benchmark.evaluator)
+    if spec is None:
+        raise ValidationError(
+            {"benchmark": f"Evaluator '{benchmark.evaluator}' is not installed on this node."}
+        )
+    formats = _model_formats(version)
+    accepted = set(spec.model_formats) & set(SAFE_MODEL_FORMATS)
+    if not formats & accepted:
+        raise ValidationError(
+            {
+                "model_version": f"The '{spec.name}' evaluator takes {', '.join(sorted(accepted))} "
+                f"models; version {version.label} has {', '.join(sorted(formats)) or 'no files'}."
+            }
+        )
+
+
+def _device_fits(job: scheduling.QueuedJob, node: ComputeNode) -> bool:
+    devices = _node_devices(node)
+    return sum(scheduling.device_matches(job, device) for device in devices) >= max(
+        job.gpu_count, 1
+    )
+
+
+def _node_devices(node: ComputeNode) -> list[scheduling.Device]:
+    gpus = [
+        scheduling.Device(f"gpu:{gpu['index']}", gpu["name"], gpu["memory_bytes"])
+        for gpu in node.gpus
+    ]
+    return gpus + [scheduling.Device(f"cpu:{slot}") for slot in range(node.cpu_slots)]
+
+
+def _queued(job: Job) -> scheduling.QueuedJob:
+    return scheduling.QueuedJob(
+        id=job.pk or 0,
+        institution_id=job.institution_id,
+        priority=job.priority,
+        submitted_at=job.submitted_at or timezone.now(),
+        gpu_count=job.gpu_count,
+        gpu_memory_gb=job.gpu_memory_gb,
+        gpu_class=job.gpu_class,
+        time_limit=timedelta(minutes=job.time_limit_minutes),
+    )
+
+
+def _event(job: Job, message: str = "") -> None:
+    JobEvent.objects.create(job=job, attempt=job.attempt, state=job.state, message=message)
+
+
+@transaction.atomic
+def job_submit(
+    *,
+    user: User,
+    model_version: ModelVersion,
+    benchmark: Benchmark,
+    institution: Institution | None = None,
+    allocation_id: int | None = None,
+) -> Job:
+    """Queues an evaluation of `model_version` on `benchmark`, paid from an allocation of the
+    institution the submitter acts for."""
+    now = timezone.now()
+    # Read both again, as the submitter may see them: what the caller holds may be stale.
+    visible_version = ModelVersion.objects.filter(
+        catalog_selectors.visible_to(user, "model__"), pk=model_version.pk
+    ).first()
+    if visible_version is None:
+        raise ValidationError({"model_version": "No such model version that you can see."})
+    visible_benchmark = Benchmark.objects.filter(
+        catalog_selectors.visible_to(user), pk=benchmark.pk
+    ).first()
+    if visible_benchmark is None:
+        raise ValidationError({"benchmark": "No such benchmark that you can see."})
+    model_version, benchmark = visible_version, visible_benchmark
+    _check_runnable(user=user, version=model_version, benchmark=benchmark)
+
+    memberships = Institution.objects.filter(memberships__user=user)
+    if institution is None:
+        if memberships.count() != 1:
+            raise ValidationError(
+                {"institution": "Say which of your institutions this job is for."}
+            )
+        institution = memberships.get()
+    elif not memberships.filter(pk=institution.pk).exists():
+        raise ValidationError({"institution": f"You are not a member of {institution.name}."})
+
+    job = Job(
+        model_version=model_version,
+        benchmark=benchmark,
+        submitter=user,
+        institution=institution,
+        gpu_count=benchmark.gpu_count,
+        gpu_memory_gb=benchmark.gpu_memory_gb,
+        time_limit_minutes=benchmark.time_limit_minutes,
+        max_attempts=settings.COMPUTE_MAX_ATTEMPTS,
+    )
+    allocation = _allocation_for(
+        user=user, institution=institution, allocation_id=allocation_id, now=now
+    )
+    if job.gpu_count and allocation is None:
+        raise ValidationError(
+            {
+                "allocation": f"{institution.name} has no current GPU-hour allocation: request "
+                "compute first."
+            }
+        )
+    if allocation is not None:
+        left = allocation.budget_gpu_seconds - allocation.used_gpu_seconds
+        reserved = _reserved_gpu_seconds(allocation)
+        if job.max_gpu_seconds > left - reserved:
+            raise ValidationError(
+                {
+                    "allocation": f"This job may use up to {job.max_gpu_seconds / 3600:.2f} "
+                    f"GPU-hours ({job.gpu_count} GPU x {job.time_limit_minutes} min); allocation "
+                    f"'{allocation.name}' has {left / 3600:.2f} left, of which "
+                    f"{reserved / 3600:.2f} are held by queued and running jobs."
+                }
+            )
+        job.allocation = allocation
+        job.gpu_class = allocation.gpu_class
+
+    queued = _queued(job)
+    if not any(_device_fits(queued, node) for node in ComputeNode.objects.all()):
+        need = (
+            f"{job.gpu_count} GPU(s) with {job.gpu_memory_gb} GB"
+            + (f" of class '{job.gpu_class}'" if job.gpu_class else "")
+            if job.gpu_count
+            else "a CPU slot"
+        )
+        raise ValidationError({"benchmark": f"No compute node in the pool has {need}."})
+    job.save()
+    _event(job, f"Submitted by {user.username}.")
+    dispatch_soon()
+    return job
+
+
+def _release(job: Job) -> None:
+    DeviceAssignment.objects.filter(job=job).delete()
+
+
+def usage_decayed(usage: InstitutionUsage, now: datetime) -> float:
+    """GPU-seconds used, each halved for every half-life since it was used."""
+    half_life = settings.COMPUTE_FAIR_SHARE_HALF_LIFE_HOURS * 3600
+    elapsed = max((now - usage.updated_at).total_seconds(), 0.0)
+    return float(usage.decayed_gpu_seconds * 0.5 ** (elapsed / half_life))
+
+
+def _charge(job: Job, now: datetime) -> None:
+    """Debits what the attempt used: its GPUs for its run time."""
+    if job.started_at is None or job.gpu_count == 0:
+        return
+    job.gpu_seconds = int(job.gpu_count * max((now - job.started_at).total_seconds(), 0))
+    job.charged = True
+    if job.allocation_id:
+        Allocation.objects.filter(pk=job.allocation_id).update(
+            used_gpu_seconds=F("used_gpu_seconds") + job.gpu_seconds
+        )
+    usage, _created = InstitutionUsage.objects.select_for_update().get_or_create(
+        institution_id=job.institution_id, defaults={"updated_at": now}
+    )
+    usage.decayed_gpu_seconds = usage_decayed(usage, now) + job.gpu_seconds
+    usage.total_gpu_seconds += job.gpu_seconds
+    usage.updated_at = now
+    usage.save()
+
+
+def _finish(job: Job, state: str, *, now: datetime, charge: bool, reason: str = "") -> None:
+    """Ends the job (locked by the caller): frees its devices, debits its run time when the
+    researcher owes it, and lets the dispatcher use the freed devices."""
+    job.state = state
+    job.finished_at = now
+    job.lease_expires_at = None
+    if reason:
+        job.failure_reason = reason
+    if charge:
+        _charge(job, now)
+    job.save()
+    _release(job)
+    _event(job, reason)
+    dispatch_soon()
+
+
+def _requeue_or_fail(job: Job, *, now: datetime, reason: str) -> None:
+    """The platform lost the attempt: run it again (free of charge), up to max_attempts."""
+    _release(job)
+    if job.attempt >= job.max_attempts:
+        _finish(
+            job,
+            Job.State.FAILED,
+            now=now,
+            charge=False,
+            reason=f"{reason} Gave up after {job.attempt} attempts.",
+        )
+        return
+    job.state = Job.State.PENDING
+    job.node = None
+    job.devices = []
+    job.dispatched_at = None
+    job.started_at = None
+    job.lease_expires_at = None
+    job.save()
+    _event(job, f"{reason} Requeued.")
+    dispatch_soon()
+
+
+def _revoke(job: Job, attempt: int) -> None:
+    from config.celery_app import app
+
+    task_id = run_job_task_id(job.pk, attempt)
+    transaction.on_commit(lambda: app.control.revoke(task_id))
+
+
+def run_job_task_id(job_id: int, attempt: int) -> str:
+    return f"job-{job_id}-attempt-{attempt}"
+
+
+def user_can_administer_job(*, user: User, job: Job) -> bool:
+    return user.is_staff or _is_member(user, job.institution, admin=True)
+
+
+@transaction.atomic
+def job_cancel(*, user: User, job: Job, reason: str = "") -> Job:
+    """The submitter or an admin stops the job. A running job is told to stop and its devices
+    are freed at once. An admin's cancellation costs the researcher nothing."""
+    job = Job.objects.select_for_update().get(pk=job.pk)
+    by_admin = user.pk != job.submitter_id
+    if by_admin and not user_can_administer_job(user=user, job=job):
+        raise PermissionDenied("Only the submitter or an admin can cancel this job.")
+    if not job.is_active:
+        raise ValidationError({"state": f"The job has already {job.get_state_display().lower()}."})
+    was_started = job.state != Job.State.PENDING
+    job.cancel_requested_by = user
+    who = "an admin" if by_admin else "its submitter"
+    _finish(
+        job,
+        Job.State.CANCELLED,
+        now=timezone.now(),
+        charge=not by_admin,
+        reason=f"Cancelled by {who} ({user.username})" + (f": {reason}" if reason else "."),
+    )
+    if was_started:
+        _revoke(job, job.attempt)
+    return job
+
+
+@transaction.atomic
+def job_set_priority(*, user: User, job: Job, priority: int) -> Job:
+    _require_staff(user)
+    if not -100 <= priority <= 100:
+        raise ValidationError({"priority": "Priority runs from -100 to 100."})
+    job = Job.objects.select_for_update().get(pk=job.pk)
+    job.priority = priority
+    job.save(update_fields=["priority"])
+    dispatch_soon()
+    return job
+
+
+def dispatch_soon() -> None:
+    """Asks for a dispatcher run after this transaction commits. Runs already queued absorb
+    this one: many submissions in a burst cost one dispatcher run, not one each."""
+
+    def enqueue() -> None:
+        from apps.compute.tasks import jobs_dispatch_task
+
+        if cache.add(DISPATCH_PENDING_KEY, 1, timeout=settings.COMPUTE_DISPATCH_COALESCE_SECONDS):
+            jobs_dispatch_task.delay()
+
+    transaction.on_commit(enqueue)
+
+
+def _online_nodes(now: datetime):
+    fresh = now - timedelta(seconds=settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS)
+    return ComputeNode.objects.filter(draining=False, last_heartbeat_at__gte=fresh)
+
+
+def fair_shares(*, now: datetime) -> dict[int, float]:
+    """Each institution's fair-share factor, from its decayed usage and current allocations."""
+    usage = {u.institution_id: usage_decayed(u, now) for u in InstitutionUsage.objects.all()}
+    allocated: dict[int, float] = defaultdict(float)
+    current = Allocation.objects.filter(starts_at__lte=now, ends_at__gt=now).values_list(
+        "institution_id", "budget_gpu_seconds"
+    )
+    for institution_id, budget in current:
+        allocated[institution_id] += budget
+    return scheduling.fair_share_factors(decayed_usage=usage, allocations=allocated)
+
+
+def priority_weights() -> scheduling.PriorityWeights:
+    weights = settings.COMPUTE_PRIORITY_WEIGHTS
+    return scheduling.PriorityWeights(
+        admin=weights["admin"], fair_share=weights["fair_share"], age=weights["age"]
+    )
+
+
+def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
+    rows = queryset.order_by().values_list(
+        "id",
+        "institution_id",
+        "priority",
+        "submitted_at",
+        "gpu_count",
+        "gpu_memory_gb",
+        "gpu_class",
+        "time_limit_minutes",
+    )
+    return [
+        scheduling.QueuedJob(*row[:7], time_limit=timedelta(minutes=row[7]))  # type: ignore[misc]
+        for row in rows
+    ]
+
+
+def _capacities(nodes: list[ComputeNode]) -> list[scheduling.NodeCapacity]:
+    busy: dict[int, dict[str, datetime]] = defaultdict(dict)
+    held = DeviceAssignment.objects.filter(node__in=nodes).values_list(
+        "node_id", "device", "job__dispatched_at", "job__time_limit_minutes"
+    )
+    for node_id, device, dispatched_at, minutes in held:
+        busy[node_id][device] = (dispatched_at or timezone.now()) + timedelta(minutes=minutes)
+    return [scheduling.NodeCapacity(node.pk, _node_devices(node), busy[node.pk]) for node in nodes]
+
+
+def jobs_dispatch(*, now: datetime | None = None) -> list[int]:
+    """Places pending jobs on free devices and sends each its message. Returns their ids.
+
+    Concurrent dispatchers are safe: each locks the nodes it plans for (skipping nodes another
+    dispatcher holds) and the jobs it takes (skipping jobs another one took); the unique
+    (node, device) constraint is the last line of defence.
+    """
+    now = now or timezone.now()
+    cache.delete(DISPATCH_PENDING_KEY)
+    with transaction.atomic():
+        nodes = list(_online_nodes(now).select_for_update(skip_locked=True).order_by("pk"))
+        if not nodes:
+            return []
+        capacities = _capacities(nodes)
+        if not any(capacity.free() for capacity in capacities):
+            return []
+        pending = queued_jobs(Job.objects.filter(state=Job.State.PENDING))
+        ordered = scheduling.queue_order(
+            pending, now=now, fair_shares=fair_shares(now=now), weights=priority_weights()
+        )
+        placements = {
+            placement.job_id: placement
+            for placement in scheduling.plan(ordered, capacities, now=now)
+        }
+        if not placements:
+            return []
+        taken = list(
+            Job.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=placements, state=Job.State.PENDING)
+            .order_by("pk")
+        )
+        nodes_by_id = {node.pk: node for node in nodes}
+        claim_deadline = now + timedelta(seconds=settings.COMPUTE_CLAIM_TIMEOUT_SECONDS)
+        assignments = []
+        messages = []
+        for job in taken:
+            placement = placements[job.pk]
+            job.state = Job.State.DISPATCHED
+            job.node = nodes_by_id[placement.node_id]
+            job.devices = list(placement.devices)
+            job.attempt += 1
+            job.dispatched_at = now
+            job.lease_expires_at = claim_deadline
+            assignments += [
+                DeviceAssignment(node_id=placement.node_id, device=device, job=job)
+                for device in placement.devices
+            ]
+            messages.append((job.pk, job.attempt, job.node.queue))
+        Job.objects.bulk_update(
+            taken, ["state", "node", "devices", "attempt", "dispatched_at", "lease_expires_at"]
+        )
+        DeviceAssignment.objects.bulk_create(assignments)
+        JobEvent.objects.bulk_create(
+            JobEvent(
+                job=job,
+                attempt=job.attempt,
+                state=job.state,
+                message=f"Dispatched to {job.node} on {', '.join(job.devices)}.",
+            )
+            for job in taken
+        )
+        transaction.on_commit(lambda: _send_run_messages(messages))
+    return [job.pk for job in taken]
+
+
+def _send_run_messages(messages: list[tuple[int, int, str]]) -> None:
+    from config.celery_app import app
+
+    for job_id, attempt, queue in messages:
+        app.send_task(
+            RUN_JOB_TASK,
+            kwargs={"job": job_id, "attempt": attempt},
+            queue=queue,
+            task_id=run_job_task_id(job_id, attempt),
+        )
+
+
+@dataclass(frozen=True)
+class ReconcileReport:
+    requeued: list[int]
+    timed_out: list[int]
+    failed: list[int]
+
+
+@transaction.atomic
+def jobs_reconcile(*, now: datetime | None = None) -> ReconcileReport:
+    """Finds attempts the platform lost and puts their jobs back in the queue: a dispatched
+    message nobody claimed (lost with a flushed broker), a running job whose worker stopped
+    renewing its lease (killed, host lost). Jobs past their time limit end as timed out."""
+    now = now or timezone.now()
+    requeued: list[int] = []
+    timed_out: list[int] = []
+    failed: list[int] = []
+    grace = timedelta(seconds=settings.COMPUTE_LEASE_SECONDS)
+    expired = (
+        Job.objects.select_for_update(skip_locked=True, of=("self",))
+        .filter(
+            Q(state__in=(Job.State.DISPATCHED, Job.State.RUNNING), lease_expires_at__lt=now)
+            | Q(state=Job.State.RUNNING, started_at__isnull=False)
+        )
+        .select_related("node")
+        .order_by("pk")
+    )
+    for job in expired:
+        limit_ends = (
+            job.started_at + timedelta(minutes=job.time_limit_minutes) + grace
+            if job.started_at
+            else None
+        )
+        if job.state == Job.State.RUNNING and limit_ends and limit_ends < now:
+            _finish(
+                job,
+                Job.State.TIMED_OUT,
+                now=now,
+                charge=True,
+                reason=f"Ran past its {job.time_limit_minutes} minute limit and did not report.",
+            )
+            _revoke(job, job.attempt)
+            timed_out.append(job.pk)
+            continue
+        if job.lease_expires_at is None or job.lease_expires_at >= now:
+            continue
+        reason = (
+            f"Attempt {job.attempt} was never picked up by {job.node} (message lost)."
+            if job.state == Job.State.DISPATCHED
+            else f"Attempt {job.attempt} stopped reporting from {job.node} (lease expired)."
+        )
+        _revoke(job, job.attempt)
+        _requeue_or_fail(job, now=now, reason=reason)
+        (failed if job.state == Job.State.FAILED else requeued).append(job.pk)
+    return ReconcileReport(requeued=requeued, timed_out=timed_out, failed=failed)
+
+
+def _current_attempt(*, node: ComputeNode, job_id: int, attempt: int, states) -> Job:
+    job = (
+        Job.objects.select_for_update().select_related("node").filter(pk=job_id, node=node).first()
+    )
+    if job is None:
+        raise JobConflict(f"Job {job_id} is not assigned to this node.")
+    if job.attempt != attempt:
+        raise JobConflict(
+            f"Attempt {attempt} of job {job_id} was superseded by attempt {job.attempt}."
+        )
+    if job.state not in states:
+        raise JobConflict(f"Job {job_id} is {job.state}: nothing to do for attempt {attempt}.")
+    return job
+
+
+@transaction.atomic
+def job_claim(*, node: ComputeNode, job_id: int, attempt: int) -> Job:
+    """The worker that received the message starts the attempt; its lease starts now."""
+    job = _current_attempt(
+        node=node, job_id=job_id, attempt=attempt, states=(Job.State.DISPATCHED,)
+    )
+    now = timezone.now()
+    job.state = Job.State.RUNNING
+    job.started_at = now
+    job.lease_expires_at = now + timedelta(seconds=settings.COMPUTE_LEASE_SECONDS)
+    job.save(update_fields=["state", "started_at", "lease_expires_at"])
+    _event(job, f"Started on {node}.")
+    return job
+
+
+@transaction.atomic
+def job_log_append(*, node: ComputeNode, job_id: int, attempt: int, offset: int, text: str) -> int:
+    """Stores a piece of output at `offset` (characters of this attempt's log so far).
+    A piece sent twice is stored once. Returns the log's length."""
+    job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
+    chunks = JobLogChunk.objects.filter(job=job, attempt=attempt)
+    length = chunks.aggregate(end=Sum(Length("text")))["end"] or 0
+    if offset < length:
+        return length
+    if offset > length:
+        raise ValidationError({"offset": f"The log has {length} characters; send from there."})
+    room = settings.COMPUTE_LOG_MAX_CHARS - length
+    if room <= 0:
+        return length
+    if len(text) > room:
+        text = text[:room] + "\n[log truncated: the node keeps the first part only]\n"
+    JobLogChunk.objects.create(job=job, attempt=attempt, offset=offset, text=text)
+    return length + len(text)
+
+
+@transaction.atomic
+def job_report_failure(
+    *, node: ComputeNode, job_id: int, attempt: int, state: str, reason: str
+) -> Job:
+    """The worker ends its attempt without a result: the evaluation failed or ran out of time.
+    The run time is the researcher's: the job ran as asked."""
+    if state not in (Job.State.FAILED, Job.State.TIMED_OUT):
+        raise ValidationError({"state": "A worker reports 'failed' or 'timed_out'."})
+    job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
+    _finish(job, state, now=timezone.now(), charge=True, reason=reason.strip()[:4000])
+    return job
+
+
+@transaction.atomic
+def job_result_post(
+    *,
+    node: ComputeNode,
+    job_id: int,
+    attempt: int,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+) -> tuple[JobResult, bool]:
+    """Stores the attempt's result and ends the job. Idempotent: posting the same attempt's
+    result again returns the stored one (created=False); any other attempt is refused."""
+    existing = JobResult.objects.filter(job_id=job_id, job__node=node).first()
+    if existing is not None:
+        if existing.attempt == attempt:
+            return existing, False
+        raise JobConflict(f"Job {job_id} already has a result, from attempt {existing.attempt}.")
+    job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
+    _check_metrics(job, metrics)
+    result = JobResult.objects.create(
+        job=job, attempt=attempt, metrics=metrics, provenance=provenance
+    )
+    _finish(job, Job.State.SUCCEEDED, now=timezone.now(), charge=True)
+    return result, True
+
+
+def _check_metrics(job: Job, metrics: dict[str, Any]) -> None:
+    bad = [
+        name
+        for name, value in metrics.items()
+        if not isinstance(value, int | float) or isinstance(value, bool)
+    ]
+    if bad:
+        raise ValidationError({"metrics": f"Metric values must be numbers: {', '.join(bad)}."})
