@@ -677,7 +677,7 @@ def job_cancel(*, user: User, job: Job, reason: str = "") -> Job:
     if by_admin and not user_can_administer_job(user=user, job=job):
         raise PermissionDenied("Only the submitter or an admin can cancel this job.")
     if not job.is_active:
-        raise ValidationError({"state": f"The job has already {job.get_state_display().lower()}."})
+        raise ValidationError({"state": f"The job is already {job.get_state_display().lower()}."})
     was_started = job.state != Job.State.PENDING
     job.cancel_requested_by = user
     who = "an admin" if by_admin else "its submitter"

@@ -42,7 +42,9 @@ def dispatched(member, submit_job, node_token):
 
 
 class TestJobsApi:
-    def test_a_member_submits_a_job(self, client_as, model_version, benchmark, gpu_node, allocation):
+    def test_a_member_submits_a_job(
+        self, client_as, model_version, benchmark, gpu_node, allocation
+    ):
         response = client_as("member").post(
             "/api/v1/jobs/",
             {"model_version": model_version.pk, "benchmark": benchmark.pk},
@@ -167,9 +169,7 @@ class TestJobsApi:
         assert response.json()["priority"] == 9
         assert client_as("staff").post(url, {"priority": 500}).status_code == 400
 
-    def test_logs_are_for_the_jobs_institution(
-        self, client_as, dispatched, node_token, member
-    ):
+    def test_logs_are_for_the_jobs_institution(self, client_as, dispatched, node_token, member):
         node, _ = node_token
         services.job_claim(node=node, job_id=dispatched.pk, attempt=1)
         services.job_log_append(
@@ -200,9 +200,7 @@ class TestJobsApi:
 
 
 class TestNodesApi:
-    def test_an_institution_admin_adds_a_node_and_sees_its_token_once(
-        self, client_as, institution
-    ):
+    def test_an_institution_admin_adds_a_node_and_sees_its_token_once(self, client_as, institution):
         response = client_as("institution_admin").post(
             "/api/v1/nodes/", {"institution": "northbridge", "name": "gpu-07"}, format="json"
         )
@@ -316,16 +314,19 @@ class TestComputeRequestsApi:
         self, client_as, member
     ):
         client_as("member").post("/api/v1/compute-requests/", self._payload(), format="json")
-        for actor, count in [("member", 1), ("institution_admin", 1), ("staff", 1), ("outsider", 0)]:
+        for actor, count in [
+            ("member", 1),
+            ("institution_admin", 1),
+            ("staff", 1),
+            ("outsider", 0),
+        ]:
             client = client_as(actor)
             assert client.get("/api/v1/compute-requests/").json()["count"] == count, actor
             client.force_authenticate(None)
 
     def test_allocations_are_for_members_and_staff_grants_them(self, client_as, allocation):
         assert client_as("outsider").get("/api/v1/allocations/").json()["count"] == 0
-        assert (
-            client_as("outsider").get(f"/api/v1/allocations/{allocation.pk}/").status_code == 404
-        )
+        assert client_as("outsider").get(f"/api/v1/allocations/{allocation.pk}/").status_code == 404
         response = client_as("member").post(
             "/api/v1/allocations/",
             {

@@ -28,9 +28,7 @@ def _run(job: Job, node, *, seconds: float = 0) -> Job:
     assert job.pk in services.jobs_dispatch()
     job.refresh_from_db()
     services.job_claim(node=node, job_id=job.pk, attempt=job.attempt)
-    Job.objects.filter(pk=job.pk).update(
-        started_at=timezone.now() - timedelta(seconds=seconds)
-    )
+    Job.objects.filter(pk=job.pk).update(started_at=timezone.now() - timedelta(seconds=seconds))
     job.refresh_from_db()
     return job
 
@@ -112,9 +110,7 @@ class TestSubmission:
         self, member, institution, gpu_node, model_version, make_benchmark
     ):
         cpu_benchmark = make_benchmark(member, institution, gpu_count=0)
-        job = services.job_submit(
-            user=member, model_version=model_version, benchmark=cpu_benchmark
-        )
+        job = services.job_submit(user=member, model_version=model_version, benchmark=cpu_benchmark)
         assert job.allocation is None
 
     def test_outsiders_cannot_charge_another_institutions_allocation(
@@ -125,9 +121,7 @@ class TestSubmission:
 
 
 class TestDispatch:
-    def test_a_pending_job_goes_to_a_free_gpu_of_an_online_node(
-        self, member, submit_job, gpu_node
-    ):
+    def test_a_pending_job_goes_to_a_free_gpu_of_an_online_node(self, member, submit_job, gpu_node):
         job = submit_job(member)
         assert services.jobs_dispatch() == [job.pk]
         job.refresh_from_db()
@@ -161,7 +155,7 @@ class TestDispatch:
         assert services.jobs_dispatch() == [job.pk]
 
     def test_admin_priority_jumps_the_queue(self, member, staff, submit_job):
-        first, second = submit_job(member), submit_job(member)
+        _first, second = submit_job(member), submit_job(member)
         services.job_set_priority(user=staff, job=second, priority=50)
         assert services.jobs_dispatch() == [second.pk]
 
@@ -176,7 +170,7 @@ class TestLifecycle:
         self, member, submit_job, gpu_node, allocation
     ):
         job = _run(submit_job(member), gpu_node, seconds=120)
-        result, created = services.job_result_post(
+        _result, created = services.job_result_post(
             node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 2}, provenance={}
         )
         assert created
