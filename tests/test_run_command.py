@@ -2,6 +2,7 @@
 web server + control-plane worker + beat, all stopped by one Ctrl-C."""
 
 import http.cookiejar
+import json
 import os
 import re
 import signal
@@ -83,6 +84,18 @@ def running_platform(tmp_path):
             process.wait()
 
 
+def sign_in(base_url: str, username: str, password: str):
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    get(opener, f"{base_url}/login/")
+    cookies = {cookie.name: cookie.value for cookie in jar}
+    form = urllib.parse.urlencode(
+        {"username": username, "password": password, "csrfmiddlewaretoken": cookies["csrftoken"]}
+    ).encode()
+    opener.open(urllib.request.Request(f"{base_url}/login/", data=form), timeout=10).close()
+    return opener
+
+
 def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     process, base_url, log_path, env = running_platform
     cookie_jar = http.cookiejar.CookieJar()
@@ -125,8 +138,47 @@ def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     with opener.open(urllib.request.Request(f"{base_url}/login/", data=form), timeout=10) as page:
         assert 'href="/admin/"' in page.read().decode()  # signed in as staff
 
+    # A researcher submits an evaluation in the portal; the local CPU worker runs it.
+    ids = subprocess.run(
+        [
+            ".venv/bin/python", "manage.py", "shell", "--no-imports", "-c",
+            "from apps.catalog.models import Benchmark, ModelVersion; "
+            "print(ModelVersion.objects.get(model__slug='tiny-encoder').pk, "
+            "Benchmark.objects.get(slug='pool-check').pk, "
+            "ModelVersion.objects.get(model__slug='tiny-encoder').model.institution_id)",
+        ],
+        cwd=REPO, env=env, check=True, timeout=60, capture_output=True, text=True,
+    ).stdout.split()  # fmt: skip
+    researcher = sign_in(base_url, "ada", password)
+    with researcher.open(f"{base_url}/compute/jobs/new/", timeout=10) as page:
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.read().decode())
+    form = urllib.parse.urlencode(
+        {
+            "model_version": ids[0],
+            "benchmark": ids[1],
+            "institution": ids[2],
+            "csrfmiddlewaretoken": token.group(1),
+        }
+    ).encode()
+    request = urllib.request.Request(f"{base_url}/compute/jobs/new/", data=form)
+    with researcher.open(request, timeout=10) as page:
+        job_url = page.geturl()
+    assert re.search(r"/compute/jobs/\d+/$", job_url), job_url
+    job_id = job_url.rstrip("/").rsplit("/", 1)[1]
+
+    def job_state() -> str:
+        status, body = get(researcher, f"{base_url}/api/v1/jobs/{job_id}/")
+        return json.loads(body)["state"] if status == 200 else ""
+
+    assert wait_for(lambda: job_state() == "succeeded", timeout=90), (
+        job_state(),
+        log_path.read_text(),
+    )
+    status, page = get(researcher, job_url)
+    assert "Succeeded" in page and "files" in page
+
     started = descendants(process.pid)
-    assert len(started) >= 4, "expected make, honcho, web, worker and beat processes"
+    assert len(started) >= 5, "expected make, honcho, web, control worker, beat, GPU worker"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does
     process.wait(timeout=60)
     assert wait_for(lambda: not any(alive(pid) for pid in started), timeout=20), (

@@ -1,6 +1,7 @@
-"""Loads the demo node: institutions, researchers, a staff admin, and a catalogue of papers,
-models, a dataset and a benchmark. Safe to run repeatedly: records are matched by slug, DOI and
-username, and every demo password is reset to one new value."""
+"""Loads the demo node: institutions, researchers, a staff admin, a catalogue of papers,
+models, datasets and benchmarks, and a compute pool with one CPU node for the local worker.
+Safe to run repeatedly: records are matched by slug, DOI and username, every demo password is
+reset to one new value, and the demo node gets a new token."""
 
 import os
 import secrets
@@ -11,6 +12,7 @@ from django.db import transaction
 from apps.accounts import services
 from apps.accounts.models import Institution, Membership, User
 from apps.catalog.demo import catalog_demo_load
+from apps.compute.demo import DEMO_NODE, compute_demo_load
 
 INSTITUTIONS = [
     {
@@ -86,8 +88,15 @@ class Command(BaseCommand):
             users[username] = user
 
         catalog_demo_load(institutions=institutions, users=users)
+        web_url = f"http://127.0.0.1:{os.environ.get('WEB_PORT', '8000')}"
+        worker_env = compute_demo_load(
+            institutions=institutions, users=users, admin=admin, web_url=web_url
+        )
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff admin:  admin / {password}")
         for username, _first, _last, _orcid, slug, role in RESEARCHERS:
             self.stdout.write(f"  Researcher:   {username} / {password}  ({role} of {slug})")
+        self.stdout.write(
+            f"  Local worker: node '{DEMO_NODE}' of lakeshore-nlp, settings in {worker_env}"
+        )

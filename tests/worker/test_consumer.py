@@ -1,0 +1,302 @@
+"""`python -m worker run` against a real node (live server, PostgreSQL, Redis): it registers,
+takes the attempts the dispatcher sends to its queue, fetches and verifies the files, runs the
+evaluator and reports the outcome."""
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from apps.catalog import services as catalog_services
+from apps.catalog.uploads import uploaded_file_from_bytes
+from apps.compute import services
+from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk, JobResult
+from tests.catalog.samples import safetensors_bytes
+from tests.conftest import REPO, wait_for
+from worker.evaluators.smoke import evaluate as smoke
+from worker.file_cache import FileCache
+from worker.inventory import Inventory
+from worker.runner import JobRun
+
+MODEL_BYTES = safetensors_bytes(16)
+DATA_BYTES = safetensors_bytes(64)
+
+
+@pytest.fixture(autouse=True)
+def artifact_dir(settings, tmp_path):
+    """Each test stores artifacts in a folder of its own."""
+    location = tmp_path / "artifacts"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": location},
+        },
+    }
+    return location
+
+
+@pytest.fixture(autouse=True)
+def _fast_heartbeats(settings):
+    # The live server runs in this process: the worker learns the period when it registers.
+    settings.COMPUTE_HEARTBEAT_SECONDS = 1
+
+
+def _artifact(user, content: bytes, name: str):
+    return catalog_services.artifact_store(
+        user=user, upload=uploaded_file_from_bytes(content, name)
+    )
+
+
+@pytest.fixture
+def model_version(member, institution):
+    model = catalog_services.model_create(
+        user=member, institution=institution, name="Aurora", slug="aurora", license="MIT",
+        summary="A model to evaluate.",
+    )  # fmt: skip
+    weights = _artifact(member, MODEL_BYTES, "model.safetensors")
+    return catalog_services.version_create(
+        user=member, model=model, label="1.0", publish=True,
+        files=[("model.safetensors", weights.sha256)],
+    )  # fmt: skip
+
+
+@pytest.fixture
+def make_benchmark(member, institution):
+    """make_benchmark(evaluator="smoke", config={}): a CPU-only benchmark over one data file."""
+    data = _artifact(member, DATA_BYTES, "data.safetensors")
+    dataset = catalog_services.dataset_create(
+        user=member, institution=institution, name="Pool data", slug="pool-data",
+        license="CC-BY-4.0", files=[("data.safetensors", data.sha256)],
+    )  # fmt: skip
+    counter = iter(range(100))
+
+    def _make(evaluator: str = "smoke", config: dict | None = None):
+        number = next(counter)
+        return catalog_services.benchmark_create(
+            user=member, institution=institution, name=f"Bench {number}",
+            slug=f"bench-{number}", task_type="pool-check", dataset=dataset,
+            metrics=[{"name": "files", "higher_is_better": True}], evaluator=evaluator,
+            evaluator_config=config or {}, gpu_count=0, time_limit_minutes=5,
+        )  # fmt: skip
+
+    return _make
+
+
+class RunningWorker:
+    def __init__(self, node: ComputeNode, process: subprocess.Popen, log_path, cache_dir):
+        self.node = node
+        self.process = process
+        self.log_path = log_path
+        self.cache_dir = cache_dir
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture
+def worker(transactional_db, live_server, settings, institution_admin, institution, tmp_path):
+    """A node of the institution and its worker process, registered and consuming its queue."""
+    node, token = services.node_create(
+        user=institution_admin, institution=institution, name="cpu-01"
+    )
+    log_path = tmp_path / "worker.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
+    env.update(
+        WORKER_BROKER_URL=settings.CELERY_BROKER_URL,
+        WORKER_NODE_URL=live_server.url,
+        WORKER_NODE_TOKEN=token,
+    )
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "worker", "run", "--cpu-slots", "1",
+                "--cache-dir", str(tmp_path / "cache"), "--scratch-dir", str(tmp_path / "scratch"),
+            ],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while " ready." not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the worker did not start:\n{log_path.read_text()}")
+            time.sleep(0.2)
+        node.refresh_from_db()
+        yield RunningWorker(node, process, log_path, tmp_path / "cache")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _run(member, model_version, benchmark) -> Job:
+    job = services.job_submit(user=member, model_version=model_version, benchmark=benchmark)
+    assert services.jobs_dispatch() == [job.pk]
+    return job
+
+
+def _state(job: Job) -> str:
+    job.refresh_from_db()
+    return job.state
+
+
+def test_the_worker_registers_what_its_host_offers(worker):
+    assert worker.node.registered_at is not None
+    assert worker.node.cpu_slots == 1
+    assert worker.node.host_info["worker_version"]
+    assert f"consuming {worker.node.queue}" in worker.log()
+
+
+def test_the_worker_refuses_to_start_with_a_token_the_node_does_not_know(
+    transactional_db, live_server, settings
+):
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "worker", "run", "--broker-url", settings.CELERY_BROKER_URL,
+            "--node-url", live_server.url, "--node-token", "rxn_not-a-token",
+        ],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "could not register" in result.stderr and "Invalid node token" in result.stderr
+
+
+def test_a_smoke_job_runs_on_the_worker_and_reports_verified_files(
+    worker, member, model_version, make_benchmark
+):
+    job = _run(member, model_version, make_benchmark())
+
+    assert wait_for(lambda: _state(job) in Job.FINISHED_STATES, timeout=60), worker.log()
+    assert job.state == Job.State.SUCCEEDED, (job.failure_reason, worker.log())
+    result = JobResult.objects.get(job=job)
+    assert result.attempt == 1
+    assert result.metrics == {"files": 2, "bytes": len(MODEL_BYTES) + len(DATA_BYTES)}
+    provenance = result.provenance
+    assert provenance["evaluator"] == "smoke"
+    assert provenance["gpus"] == "cpu" and provenance["devices"] == ["cpu:0"]
+    assert set(provenance["model_files"]) == {"model.safetensors"}
+    assert provenance["started_at"] <= provenance["finished_at"]
+    log = "".join(chunk.text for chunk in JobLogChunk.objects.filter(job=job, attempt=1))
+    assert f"model.safetensors: {len(MODEL_BYTES)} bytes, sha256 verified" in log
+    assert not DeviceAssignment.objects.filter(node=worker.node).exists()
+    cached = {path.name for path in worker.cache_dir.rglob("*") if path.is_file()}
+    digests = {*provenance["model_files"].values(), *provenance["dataset_files"].values()}
+    assert cached == digests
+
+
+def test_a_job_for_an_evaluator_the_worker_lacks_fails_with_the_reason(
+    worker, member, model_version, make_benchmark
+):
+    benchmark = make_benchmark("lm-eval", {"tasks": ["hellaswag"]})
+    job = _run(member, model_version, benchmark)
+
+    assert wait_for(lambda: _state(job) in Job.FINISHED_STATES, timeout=60), worker.log()
+    assert job.state == Job.State.FAILED
+    assert job.failure_reason == "evaluator lm-eval is not installed on this worker"
+    assert not JobResult.objects.filter(job=job).exists()
+    # The worker goes on: the next job runs.
+    next_job = _run(member, model_version, make_benchmark())
+    assert wait_for(lambda: _state(next_job) == Job.State.SUCCEEDED, timeout=60), worker.log()
+
+
+def test_cancelling_a_running_job_stops_it_on_the_worker_and_frees_its_devices(
+    worker, member, model_version, make_benchmark
+):
+    job = _run(member, model_version, make_benchmark(config={"hold_seconds": 30}))
+    assert wait_for(
+        lambda: JobLogChunk.objects.filter(job=job, text__contains="holding cpu:0").exists(),
+        timeout=60,
+    ), worker.log()
+
+    services.job_cancel(user=member, job=job, reason="wrong benchmark")
+    cancelled_at = time.monotonic()
+
+    assert wait_for(lambda: f"job {job.pk} attempt 1 stopped" in worker.log(), timeout=15)
+    assert time.monotonic() - cancelled_at < 15
+    job.refresh_from_db()
+    assert job.state == Job.State.CANCELLED
+    assert not JobResult.objects.filter(job=job).exists()
+    assert not DeviceAssignment.objects.filter(node=worker.node).exists()
+
+
+class RecordingNode:
+    """Stands in for the node client where only the worker's side is under test."""
+
+    def __init__(self, files: dict[str, bytes]) -> None:
+        self.files = files
+        self.outcomes: list[tuple] = []
+        self.log = ""
+
+    def download(self, url, dest_path, sha256, size=None):
+        dest_path.parent.mkdir(parents=True, exist_ok=True)
+        dest_path.write_bytes(self.files[sha256])
+        return dest_path
+
+    def append_log(self, job, attempt, offset, text):
+        self.log += text
+        return len(self.log)
+
+    def report_failure(self, job, attempt, state, reason):
+        self.outcomes.append((state, reason))
+
+    def post_result(self, job, attempt, metrics, provenance):
+        self.outcomes.append(("succeeded", metrics))
+
+
+def _job_run(tmp_path, evaluator, *, time_limit_seconds=60, config=None):
+    digest = hashlib.sha256(MODEL_BYTES).hexdigest()
+    node = RecordingNode({digest: MODEL_BYTES})
+    entry = {"filename": "model.safetensors", "sha256": digest, "size": len(MODEL_BYTES),
+             "format": "safetensors", "url": f"/files/{digest}"}  # fmt: skip
+    spec = {
+        "job": 9, "attempt": 1, "devices": ["cpu:0"], "gpu_indices": [],
+        "time_limit_seconds": time_limit_seconds, "model": {"files": [entry]},
+        "benchmark": {"evaluator": "probe", "config": config or {}, "dataset": {"files": []}},
+    }  # fmt: skip
+    run = JobRun(
+        client=node,  # type: ignore[arg-type]
+        cache=FileCache(tmp_path / "cache"),
+        spec=spec,
+        evaluators={"probe": evaluator},
+        inventory=Inventory(cpu_count=2, memory_bytes=1),
+        stop=threading.Event(),
+        scratch_root=tmp_path,
+    )
+    return run, node
+
+
+def test_an_evaluator_error_fails_the_job_with_the_error_and_leaves_no_scratch(tmp_path):
+    seen = {}
+
+    def broken(context):
+        seen["scratch"] = context.scratch_dir
+        seen["model"] = context.model_files[0].path.read_bytes()
+        seen["env"] = context.env
+        raise ValueError("labels_key 'y' is not in data.npz")
+
+    run, node = _job_run(tmp_path, broken)
+
+    assert run.execute() == "failed"
+    assert node.outcomes == [("failed", "ValueError: labels_key 'y' is not in data.npz")]
+    assert seen["model"] == MODEL_BYTES
+    assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
+    assert not seen["scratch"].exists()
+    assert "Traceback" in node.log
+
+
+def test_an_evaluation_past_its_time_limit_is_stopped_and_reported_timed_out(tmp_path):
+    run, node = _job_run(tmp_path, smoke, time_limit_seconds=1, config={"hold_seconds": 30})
+    started = time.monotonic()
+
+    assert run.execute() == "timed_out"
+    assert time.monotonic() - started < 10
+    assert node.outcomes == [("timed_out", "Ran past its time limit of 1 seconds.")]

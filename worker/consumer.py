@@ -1,0 +1,270 @@
+"""The worker's Celery consumer: registers with its node, heartbeats, and runs the attempts the
+node's dispatcher sends to this node's queue.
+
+The node's database decides which attempt is current; a message only says "attempt N of job J
+is yours". The worker claims each attempt before running it and drops a message the node no
+longer stands behind, so a message delivered twice or late does no harm.
+"""
+
+import logging
+import os
+import socket
+import sys
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from worker import inventory as host_inventory
+from worker.evaluation import Evaluator, builtin_evaluators
+from worker.file_cache import DEFAULT_MAX_BYTES, FileCache, default_cache_dir
+from worker.inventory import Inventory
+from worker.node_client import NodeClient, NodeError, NodeUnavailable
+from worker.runner import JobRun, worker_version
+from worker.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+RUN_JOB_TASK = "worker.run_job"
+# A message this worker took and lost before claiming comes back after this long. The node
+# requeues a lost attempt itself (claim timeout, lease), so this only bounds the wait.
+VISIBILITY_TIMEOUT_SECONDS = 3600
+
+
+class RunningAttempts:
+    """The attempts this process runs, each with the event that tells it to stop."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stops: dict[tuple[int, int], threading.Event] = {}
+
+    def add(self, job: int, attempt: int) -> threading.Event:
+        with self._lock:
+            return self._stops.setdefault((job, attempt), threading.Event())
+
+    def remove(self, job: int, attempt: int) -> None:
+        with self._lock:
+            self._stops.pop((job, attempt), None)
+
+    def listing(self) -> list[dict[str, int]]:
+        with self._lock:
+            return [{"job": job, "attempt": attempt} for job, attempt in sorted(self._stops)]
+
+    def stop(self, job: int, attempt: int) -> bool:
+        with self._lock:
+            event = self._stops.get((job, attempt))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+
+class Heartbeat(threading.Thread):
+    """Tells the node every `interval` seconds which attempts run here, which renews their
+    leases, and stops the attempts the node lists as no longer wanted."""
+
+    def __init__(self, client: NodeClient, running: RunningAttempts, interval: float) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.client = client
+        self.running = running
+        self.interval = interval
+        self._halt = threading.Event()
+
+    def beat(self) -> None:
+        try:
+            reply = self.client.heartbeat(self.running.listing())
+        except (NodeError, NodeUnavailable) as error:
+            logger.warning("heartbeat failed: %s", error)
+            return
+        for item in reply.get("stop", []):
+            if self.running.stop(int(item["job"]), int(item["attempt"])):
+                logger.info("node asked to stop job %s attempt %s", item["job"], item["attempt"])
+        self.interval = float(reply.get("heartbeat_seconds") or self.interval)
+
+    def run(self) -> None:
+        while not self._halt.wait(self.interval):
+            self.beat()
+
+    def halt(self) -> None:
+        self._halt.set()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    concurrency: int | None = None
+    cpu_slots: int | None = None
+    cache_dir: Path | None = None
+    cache_max_bytes: int = DEFAULT_MAX_BYTES
+    scratch_dir: Path | None = None
+    loglevel: str = "INFO"
+
+
+def default_cpu_slots(inventory: Inventory) -> int:
+    """One slot beside the GPUs on a GPU host; a CPU-only host offers up to half its cores."""
+    if inventory.gpus:
+        return 1
+    return max(1, min(inventory.cpu_count // 2, 4))
+
+
+class WorkerRuntime:
+    """What the run_job task needs: the node, the file cache, the evaluators and the attempts
+    running in this process."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        *,
+        inventory: Inventory,
+        cache: FileCache,
+        evaluators: dict[str, Evaluator] | None = None,
+        scratch_dir: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.inventory = inventory
+        self.cache = cache
+        self.evaluators = builtin_evaluators() if evaluators is None else evaluators
+        self.scratch_dir = scratch_dir
+        self.running = RunningAttempts()
+
+    def run_job(self, job: int, attempt: int) -> str:
+        """Claims and runs one attempt; returns its outcome. A failing job never raises into
+        Celery: the worker goes on with the next message."""
+        stop = self.running.add(job, attempt)
+        client = NodeClient(self.settings)
+        try:
+            spec = client.claim(job, attempt)
+            if spec is None:
+                return "dropped"
+            run = JobRun(
+                client=client,
+                cache=self.cache,
+                spec=spec,
+                evaluators=self.evaluators,
+                inventory=self.inventory,
+                stop=stop,
+                scratch_root=self.scratch_dir,
+            )
+            return run.execute()
+        except (NodeError, NodeUnavailable) as error:
+            logger.error("job %s attempt %s: could not claim: %s", job, attempt, error)
+            return "unclaimed"
+        finally:
+            self.running.remove(job, attempt)
+            client.close()
+
+
+def registration(inventory: Inventory, cpu_slots: int) -> dict[str, Any]:
+    return {
+        "gpus": [asdict(gpu) for gpu in inventory.gpus],
+        "cpu_slots": cpu_slots,
+        "host": {
+            "hostname": socket.gethostname(),
+            "worker_version": worker_version(),
+            "python": sys.version.split()[0],
+            "cpu_count": inventory.cpu_count,
+            "memory_bytes": inventory.memory_bytes,
+            "driver_version": inventory.driver_version,
+            "cuda_version": inventory.cuda_version,
+            "gpu_unavailable_reason": inventory.gpu_unavailable_reason,
+        },
+    }
+
+
+def broker_connection(url: str) -> tuple[str, dict[str, Any]]:
+    """The broker URL and transport options for Celery. `filesystem:///path` is the embedded
+    node's folder broker (what `make run` uses): its queue and control folders are named from
+    the path, as the node's settings name them."""
+    if url.startswith("filesystem://"):
+        folder = Path(url.removeprefix("filesystem://"))
+        if not folder.is_absolute():
+            raise ValueError(f"A filesystem broker needs an absolute folder: {url!r}.")
+        return "filesystem://", {
+            "data_folder_in": str(folder / "queue"),
+            "data_folder_out": str(folder / "queue"),
+            "control_folder": str(folder / "control"),
+            "store_processed": False,
+            "polling_interval": 0.2,
+        }
+    return url, {
+        "visibility_timeout": VISIBILITY_TIMEOUT_SECONDS,
+        # kombu sweeps unacked messages about every 100 s by default; every 5 s here.
+        "unacked_restore_interval": 5,
+        "unacked_restore_throttle": 1,
+    }
+
+
+def create_app(settings: WorkerSettings, runtime: WorkerRuntime) -> Celery:
+    # No fixups: Celery's Django fixup would set up Django wherever DJANGO_SETTINGS_MODULE is set.
+    broker_url, transport_options = broker_connection(settings.broker_url)
+    app = Celery("research_exchange_worker", broker=broker_url, set_as_current=False, fixups=[])
+    app.conf.update(
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_reject_on_worker_lost=True,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options=transport_options,
+        worker_send_task_events=False,
+    )
+
+    @app.task(name=RUN_JOB_TASK)
+    def run_job(job: int, attempt: int) -> str:
+        return runtime.run_job(int(job), int(attempt))
+
+    return app
+
+
+def run(settings: WorkerSettings, options: RunOptions) -> int:
+    """`python -m worker run`: registers, heartbeats, and consumes the node's queue until a
+    signal stops it (SIGTERM finishes the running jobs first)."""
+    logging.basicConfig(
+        level=options.loglevel, format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s"
+    )
+    inventory = host_inventory.discover()
+    cpu_slots = options.cpu_slots if options.cpu_slots is not None else default_cpu_slots(inventory)
+    client = NodeClient(settings)
+    try:
+        reply = client.register(registration(inventory, cpu_slots))
+    except (NodeError, NodeUnavailable) as error:
+        logger.error("could not register with %s: %s", settings.node_url, error)
+        return 1
+    node = reply["node"]
+    queue = str(node["queue"])
+    concurrency = options.concurrency or len(inventory.gpus) + cpu_slots
+    logger.info(
+        "registered as node %s (%s) of %s: %d GPU(s), %d CPU slot(s), consuming %s",
+        node.get("name"), node.get("id"), node.get("institution"), len(inventory.gpus),
+        cpu_slots, queue,
+    )  # fmt: skip
+    cache = FileCache(options.cache_dir or default_cache_dir(), options.cache_max_bytes)
+    if options.scratch_dir is not None:
+        options.scratch_dir.mkdir(parents=True, exist_ok=True)
+    runtime = WorkerRuntime(
+        settings, inventory=inventory, cache=cache, scratch_dir=options.scratch_dir
+    )
+    heartbeat = Heartbeat(
+        NodeClient(settings, retries=2), runtime.running, float(reply["heartbeat_seconds"])
+    )
+    heartbeat.start()
+    app = create_app(settings, runtime)
+    try:
+        exit_code = app.start(
+            [
+                "worker",
+                "--pool", "threads",
+                "--concurrency", str(concurrency),
+                "--queues", queue,
+                "--hostname", f"node-{node['id']}.{os.getpid()}@{socket.gethostname()}",
+                "--loglevel", options.loglevel,
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+            ]
+        )  # fmt: skip
+    finally:
+        heartbeat.halt()
+        client.close()
+    return int(exit_code or 0)

@@ -1,0 +1,97 @@
+"""Model and dataset files kept on the worker's disk, by sha256, within a size limit.
+
+A file is fetched once and reused by every later job that names the same digest. When the cache
+grows past its limit, the least recently used files go first; files a running job uses stay.
+"""
+
+import logging
+import os
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from worker.node_client import NodeClient
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BYTES = 20 * 1024**3
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "research-exchange-worker" / "files"
+
+
+class FileCache:
+    def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.root = Path(root)
+        self.max_bytes = max_bytes
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._digest_locks: dict[str, threading.Lock] = {}
+        self._pins: Counter[str] = Counter()
+
+    def path_for(self, sha256: str) -> Path:
+        digest = sha256.lower()
+        if len(digest) != 64 or not all(char in "0123456789abcdef" for char in digest):
+            raise ValueError(f"Not a sha256 digest: {sha256!r}.")
+        return self.root / digest[:2] / digest
+
+    def fetch(self, client: NodeClient, *, url: str, sha256: str, size: int | None) -> Path:
+        """The cached file with this digest, downloaded (and verified) when missing. The file
+        is pinned: eviction leaves it alone until `release`."""
+        path = self.path_for(sha256)
+        with self._lock:
+            self._pins[path.name] += 1
+            digest_lock = self._digest_locks.setdefault(path.name, threading.Lock())
+        try:
+            with digest_lock:
+                if path.is_file() and (size is None or path.stat().st_size == size):
+                    os.utime(path)
+                    return path
+                client.download(url, path, sha256, size)
+        except BaseException:
+            self.release([sha256])
+            raise
+        self.evict()
+        return path
+
+    def release(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            for digest in digests:
+                name = digest.lower()
+                self._pins[name] -= 1
+                if self._pins[name] <= 0:
+                    del self._pins[name]
+
+    def size(self) -> int:
+        return sum(path.stat().st_size for path in self._files())
+
+    def _files(self) -> list[Path]:
+        return [path for path in self.root.glob("??/*") if not path.name.startswith(".")]
+
+    def evict(self) -> list[str]:
+        """Removes the least recently used unpinned files until the cache fits its limit.
+        Returns the digests removed."""
+        removed = []
+        with self._lock:
+            entries = []
+            for path in self._files():
+                try:
+                    stat = path.stat()
+                except FileNotFoundError:
+                    continue
+                entries.append((stat.st_mtime, stat.st_size, path))
+            total = sum(size for _mtime, size, _path in entries)
+            for _mtime, size, path in sorted(entries):
+                if total <= self.max_bytes:
+                    break
+                if self._pins[path.name] > 0:
+                    continue
+                path.unlink(missing_ok=True)
+                total -= size
+                removed.append(path.name)
+        if removed:
+            logger.info("cache: evicted %d file(s) to stay within %d bytes", len(removed), total)
+        return removed
