@@ -144,3 +144,52 @@ def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2) -> bool
             return True
         time.sleep(interval)
     return condition()
+
+
+class WorkerProcess:
+    """A `python -m worker run` subprocess and its log."""
+
+    def __init__(self, process: subprocess.Popen, log_path: Path, cache_dir: Path):
+        self.process = process
+        self.log_path = log_path
+        self.cache_dir = cache_dir
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+    def stop(self) -> None:
+        """Warm shutdown (SIGTERM), as a host admin stops a worker."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_worker_process(
+    *, token: str, node_url: str, broker_url: str, folder: Path, cpu_slots: int = 1
+) -> WorkerProcess:
+    """Starts the GPU worker (on this host's CPU) as a host admin would, and waits until it has
+    registered and consumes its queue. The caller stops it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log_path = folder / "worker.log"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
+    env.update(WORKER_BROKER_URL=broker_url, WORKER_NODE_URL=node_url, WORKER_NODE_TOKEN=token)
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "worker", "run", "--cpu-slots", str(cpu_slots),
+                "--cache-dir", str(folder / "cache"), "--scratch-dir", str(folder / "scratch"),
+            ],
+            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    worker = WorkerProcess(process, log_path, folder / "cache")
+    deadline = time.monotonic() + 60
+    while " ready." not in log_path.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            worker.stop()
+            pytest.fail(f"the worker did not start:\n{log_path.read_text()}")
+        time.sleep(0.2)
+    return worker

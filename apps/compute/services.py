@@ -713,7 +713,7 @@ def dispatch_soon() -> None:
         from apps.compute.tasks import jobs_dispatch_task
 
         if cache.add(DISPATCH_PENDING_KEY, 1, timeout=settings.COMPUTE_DISPATCH_COALESCE_SECONDS):
-            jobs_dispatch_task.delay()
+            jobs_dispatch_task.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
     transaction.on_commit(enqueue)
 

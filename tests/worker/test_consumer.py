@@ -4,11 +4,11 @@ evaluator and reports the outcome."""
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -17,7 +17,7 @@ from apps.catalog.uploads import uploaded_file_from_bytes
 from apps.compute import services
 from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk, JobResult
 from tests.catalog.samples import safetensors_bytes
-from tests.conftest import REPO, wait_for
+from tests.conftest import REPO, WorkerProcess, start_worker_process, wait_for
 from worker.evaluators.smoke import evaluate as smoke
 from worker.file_cache import FileCache
 from worker.inventory import Inventory
@@ -88,15 +88,17 @@ def make_benchmark(member, institution):
     return _make
 
 
+@dataclass
 class RunningWorker:
-    def __init__(self, node: ComputeNode, process: subprocess.Popen, log_path, cache_dir):
-        self.node = node
-        self.process = process
-        self.log_path = log_path
-        self.cache_dir = cache_dir
+    node: ComputeNode
+    process: WorkerProcess
 
     def log(self) -> str:
-        return self.log_path.read_text()
+        return self.process.log()
+
+    @property
+    def cache_dir(self):
+        return self.process.cache_dir
 
 
 @pytest.fixture
@@ -105,36 +107,17 @@ def worker(transactional_db, live_server, settings, institution_admin, instituti
     node, token = services.node_create(
         user=institution_admin, institution=institution, name="cpu-01"
     )
-    log_path = tmp_path / "worker.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
-    env.update(
-        WORKER_BROKER_URL=settings.CELERY_BROKER_URL,
-        WORKER_NODE_URL=live_server.url,
-        WORKER_NODE_TOKEN=token,
+    process = start_worker_process(
+        token=token,
+        node_url=live_server.url,
+        broker_url=settings.CELERY_BROKER_URL,
+        folder=tmp_path,
     )
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [
-                sys.executable, "-m", "worker", "run", "--cpu-slots", "1",
-                "--cache-dir", str(tmp_path / "cache"), "--scratch-dir", str(tmp_path / "scratch"),
-            ],
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
     try:
-        deadline = time.monotonic() + 60
-        while " ready." not in log_path.read_text():
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the worker did not start:\n{log_path.read_text()}")
-            time.sleep(0.2)
         node.refresh_from_db()
-        yield RunningWorker(node, process, log_path, tmp_path / "cache")
+        yield RunningWorker(node, process)
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        process.stop()
 
 
 def _run(member, model_version, benchmark) -> Job:

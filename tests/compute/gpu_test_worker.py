@@ -1,0 +1,48 @@
+"""A stand-in for a GPU host's worker, for tests on machines without a GPU: a real Celery worker
+process that takes `worker.run_job` messages from one node's queue, claims each attempt through
+the worker endpoints, "runs" for RUN_SECONDS, and posts a result.
+
+celery -A tests.compute.gpu_test_worker worker --queues <node queue> (env: TEST_WORKER_BROKER_URL,
+TEST_WORKER_NODE_URL, TEST_WORKER_NODE_TOKEN).
+"""
+
+import os
+import time
+
+from celery import Celery
+
+from worker.node_client import NodeClient
+from worker.settings import WorkerSettings
+
+RUN_SECONDS = 1.5
+
+settings = WorkerSettings(
+    broker_url=os.environ["TEST_WORKER_BROKER_URL"],
+    node_url=os.environ["TEST_WORKER_NODE_URL"],
+    node_token=os.environ["TEST_WORKER_NODE_TOKEN"],
+)
+app = Celery("gpu_test_worker", broker=settings.broker_url, set_as_current=False, fixups=[])
+app.conf.update(
+    task_serializer="json",
+    accept_content=["json"],
+    task_ignore_result=True,
+    task_acks_late=True,
+    worker_prefetch_multiplier=1,
+)
+
+
+@app.task(name="worker.run_job")
+def run_job(job: int, attempt: int) -> str:
+    client = NodeClient(settings)
+    details = client.claim(job, attempt)
+    if details is None:
+        return "stale"
+    time.sleep(RUN_SECONDS)
+    files = details["model"]["files"] + details["benchmark"]["dataset"]["files"]
+    client.post_result(
+        job,
+        attempt,
+        metrics={"files": len(files)},
+        provenance={"gpus": details["gpu_indices"], "worker": "gpu test worker"},
+    )
+    return "done"
