@@ -817,9 +817,15 @@ def jobs_dispatch(*, now: datetime | None = None) -> list[int]:
                 for device in placement.devices
             ]
             messages.append((job.pk, job.attempt, job.node.queue))
-        Job.objects.bulk_update(
-            taken, ["state", "node", "devices", "attempt", "dispatched_at", "lease_expires_at"]
+        # One UPDATE for what every taken job shares; bulk_update (a CASE per row and field)
+        # only for what differs.
+        Job.objects.filter(pk__in=[job.pk for job in taken]).update(
+            state=Job.State.DISPATCHED,
+            attempt=F("attempt") + 1,
+            dispatched_at=now,
+            lease_expires_at=claim_deadline,
         )
+        Job.objects.bulk_update(taken, ["node", "devices"])
         DeviceAssignment.objects.bulk_create(assignments)
         JobEvent.objects.bulk_create(
             JobEvent(
