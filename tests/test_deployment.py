@@ -31,3 +31,15 @@ def test_compose_commands_name_modules_that_exist():
 def test_compose_sends_the_web_healthcheck_to_the_health_endpoint():
     probe = " ".join(COMPOSE["services"]["web"]["healthcheck"]["test"])
     assert "/healthz" in probe
+
+
+def test_compose_runs_the_gpu_worker_on_request_with_its_three_settings():
+    worker = COMPOSE["services"]["gpu-worker"]
+    assert worker["profiles"] == ["gpu"]  # a plain `docker compose up` does not need a token
+    assert worker["command"][:4] == ["python", "-m", "worker", "run"]
+    assert importlib.util.find_spec("worker.consumer") is not None
+    assert set(worker["environment"]) == {
+        "WORKER_BROKER_URL",
+        "WORKER_NODE_URL",
+        "WORKER_NODE_TOKEN",
+    }
