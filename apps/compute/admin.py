@@ -3,6 +3,7 @@ services, as it does from the portal and the API: a node's token is never made o
 and jobs, requests and allocations move only through their actions."""
 
 from collections.abc import Callable
+from decimal import Decimal
 
 from django import forms
 from django.contrib import admin, messages
@@ -28,6 +29,23 @@ class RejectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 4, "cols": 60}),
         help_text="Sent to each researcher: say why the request is rejected.",
     )
+
+
+class AllocationGrantForm(forms.ModelForm):
+    gpu_hours = forms.DecimalField(
+        label="GPU-hours", min_value=Decimal("0.1"), max_digits=9, decimal_places=1
+    )
+
+    class Meta:
+        model = Allocation
+        fields = ["institution", "name", "gpu_class", "starts_at", "ends_at"]
+
+    def clean(self):
+        data = super().clean()
+        starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
+        if starts_at and ends_at and ends_at <= starts_at:
+            self.add_error("ends_at", "The allocation must end after it starts.")
+        return data
 
 
 class PriorityForm(forms.Form):
@@ -236,8 +254,37 @@ class AllocationAdmin(admin.ModelAdmin):
         "created_at",
     )
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False  # granted by approving a request, or through the API
+    def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):
+        if obj is None:
+            # A direct grant, without a request: the service converts hours and checks it.
+            kwargs["form"] = AllocationGrantForm
+            kwargs["fields"] = AllocationGrantForm.Meta.fields
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj=None):
+        return self.readonly_fields if obj is not None else ()
+
+    def get_fields(self, request: HttpRequest, obj=None):
+        if obj is None:
+            return [*AllocationGrantForm.Meta.fields, "gpu_hours"]
+        return super().get_fields(request, obj)
+
+    def save_model(self, request: HttpRequest, obj: Allocation, form, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        data = form.cleaned_data
+        granted = services.allocation_create(
+            user=request.user,  # type: ignore[arg-type]
+            institution=data["institution"],
+            name=data["name"],
+            gpu_hours=data["gpu_hours"],
+            gpu_class=data["gpu_class"],
+            starts_at=data["starts_at"],
+            ends_at=data["ends_at"],
+        )
+        obj.pk = granted.pk
+        obj.budget_gpu_seconds = granted.budget_gpu_seconds
 
     @admin.display(description="Used GPU-hours", ordering="used_gpu_seconds")
     def used_hours(self, allocation: Allocation) -> str:

@@ -6,6 +6,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.urls import reverse
 from django.utils import timezone
 
 from apps.compute import services
@@ -162,3 +163,27 @@ def test_set_priority_action_takes_the_priority_from_an_intermediate_form(
     assert 'name="priority"' in asked.content.decode()
     assert "less than or equal to 100" in out_of_range.content.decode()
     assert set(Job.objects.values_list("priority", flat=True)) == {25}
+
+
+def test_staff_grant_an_allocation_directly_in_hours(admin_client, institution):
+    url = reverse("admin:compute_allocation_add")
+    fields = {
+        "institution": institution.pk,
+        "name": "Workshop grant",
+        "gpu_class": "",
+        "gpu_hours": "12.5",
+        "starts_at_0": "2026-12-01",
+        "starts_at_1": "00:00:00",
+        "ends_at_0": "2026-11-01",
+        "ends_at_1": "00:00:00",
+    }
+    refused = admin_client.post(url, fields)
+    assert refused.status_code == 200
+    assert "The allocation must end after it starts." in refused.content.decode()
+    assert not Allocation.objects.exists()
+
+    response = admin_client.post(url, {**fields, "ends_at_0": "2027-01-31"})
+    assert response.status_code == 302
+    allocation = Allocation.objects.get()
+    assert allocation.budget_gpu_seconds == 45_000
+    assert allocation.created_by.is_staff
