@@ -41,7 +41,7 @@ class AllocationGrantForm(forms.ModelForm):
         fields = ["institution", "name", "gpu_class", "starts_at", "ends_at"]
 
     def clean(self):
-        data = super().clean()
+        data = super().clean() or {}
         starts_at, ends_at = data.get("starts_at"), data.get("ends_at")
         if starts_at and ends_at and ends_at <= starts_at:
             self.add_error("ends_at", "The allocation must end after it starts.")
