@@ -13,7 +13,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -35,6 +35,7 @@ from apps.catalog.models import (
 )
 from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
+from apps.core.parsers import JSONParser
 from apps.core.serializers import StrictSerializer
 from worker.evaluators import evaluator_specs
 

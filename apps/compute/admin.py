@@ -341,7 +341,7 @@ class JobAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # evaluations are submitted in the portal or through the API
 
-    @admin.action(description="Cancel (free of charge to the researcher)")
+    @admin.action(description="Cancel (free of charge, unless you submitted the job)")
     def cancel(self, request: HttpRequest, queryset: QuerySet) -> None:
         _apply_each(
             request,

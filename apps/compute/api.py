@@ -6,6 +6,7 @@ calls a node's worker makes with its node token, each checked against the job at
 was given.
 """
 
+import re
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
@@ -67,7 +68,6 @@ class NodeOutput(serializers.ModelSerializer):
             "cpu_slots",
             "status",
             "draining",
-            "token_prefix",
             "registered_at",
             "last_heartbeat_at",
             "created_at",
@@ -83,7 +83,7 @@ class NodeWithTokenOutput(NodeOutput):
     )
 
     class Meta(NodeOutput.Meta):
-        fields = [*NodeOutput.Meta.fields, "token"]
+        fields = [*NodeOutput.Meta.fields, "token_prefix", "token"]
 
     def get_token(self, node: ComputeNode) -> str:
         return self.context["token"]
@@ -581,11 +581,14 @@ class JobLogApi(APIView):
         return Response(body)
 
 
+WHOLE_NUMBER = re.compile(r"[0-9]{1,15}")
+
+
 def _int_param(request: Request, name: str, *, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit():
+    if not WHOLE_NUMBER.fullmatch(raw):
         raise serializers.ValidationError({name: f"Expected a whole number, got {raw!r}."})
     return int(raw)
 

@@ -17,6 +17,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from apps.accounts.models import Institution, Membership, User
+from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Artifact, Visibility
 from apps.compute import scheduling
 from apps.compute.models import (
@@ -51,12 +52,25 @@ def public_results() -> Q:
     )
 
 
+def _records_visible(user: Viewer) -> Q:
+    """The job's model and benchmark are both records the viewer may see: being in the paying
+    institution does not open another institution's private model."""
+    return catalog_selectors.visible_to(user, "model_version__model__") & (
+        catalog_selectors.visible_to(user, "benchmark__")
+    )
+
+
+def _own_jobs(user: User) -> Q:
+    """Jobs of the viewer's institutions, and their own, whose records they may see."""
+    return (Q(institution_id__in=_member_of(user)) | Q(submitter=user)) & _records_visible(user)
+
+
 def jobs_visible_to(user: Viewer) -> Q:
     if not _signed_in(user):
         return public_results()
     if user.is_staff:
         return Q()
-    return Q(institution_id__in=_member_of(user)) | Q(submitter=user) | public_results()
+    return _own_jobs(user) | public_results()
 
 
 def job_list(*, user: Viewer) -> QuerySet[Job]:
@@ -201,6 +215,18 @@ def compute_request_list(*, user: Viewer) -> QuerySet[ComputeRequest]:
     return requests.filter(Q(requester=user) | Q(institution_id__in=_admin_of(user)))
 
 
+def compute_request_links(*, user: Viewer, request: ComputeRequest) -> dict:
+    """The model, paper and benchmark a request names, where the viewer may see them."""
+    links = {}
+    for field in ("model", "paper", "benchmark"):
+        record = getattr(request, field)
+        if record is not None and (
+            type(record).objects.filter(catalog_selectors.visible_to(user), pk=record.pk).exists()
+        ):
+            links[field] = record
+    return links
+
+
 def compute_request_get(*, user: Viewer, request_id: int) -> ComputeRequest:
     request = compute_request_list(user=user).filter(pk=request_id).first()
     if request is None:
@@ -264,14 +290,11 @@ def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
 
 
 def user_can_see_job_details(*, user: Viewer, job: Job) -> bool:
-    """Logs and failure reasons: the job's institution, its submitter, staff."""
+    """Logs, failure reasons and history: staff, and the job's institution and submitter when
+    they may see its model and benchmark (a public result alone shows its metrics only)."""
     if not _signed_in(user):
         return False
-    return (
-        user.is_staff
-        or job.submitter_id == user.pk
-        or Membership.objects.filter(user=user, institution_id=job.institution_id).exists()
-    )
+    return user.is_staff or Job.objects.filter(_own_jobs(user), pk=job.pk).exists()
 
 
 def job_artifact(*, node: ComputeNode, job_id: int, attempt: int, sha256: str) -> Artifact:

@@ -7,6 +7,7 @@ sent in transaction.on_commit, never from inside an open transaction.
 
 import hashlib
 import logging
+import math
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -195,7 +196,6 @@ def node_heartbeat(*, node: ComputeNode, running: list[dict[str, int]]) -> Heart
     """Records that the node is alive and renews the leases of the attempts it still runs."""
     now = timezone.now()
     was_offline = node.status_at(now, settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS) == "offline"
-    ComputeNode.objects.filter(pk=node.pk).update(last_heartbeat_at=now)
     reported = {(int(item["job"]), int(item["attempt"])) for item in running}
     current = set(
         Job.objects.filter(
@@ -209,6 +209,8 @@ def node_heartbeat(*, node: ComputeNode, running: list[dict[str, int]]) -> Heart
         Job.objects.filter(pk__in=renewed, state=Job.State.RUNNING).update(
             lease_expires_at=now + timedelta(seconds=settings.COMPUTE_LEASE_SECONDS)
         )
+    # Jobs first, then the node: the order the worker calls and the dispatcher lock in.
+    ComputeNode.objects.filter(pk=node.pk).update(last_heartbeat_at=now)
     if was_offline:
         dispatch_soon()
     return HeartbeatReply(
@@ -544,8 +546,10 @@ def job_submit(
         time_limit_minutes=benchmark.time_limit_minutes,
         max_attempts=settings.COMPUTE_MAX_ATTEMPTS,
     )
-    allocation = _allocation_for(
-        user=user, institution=institution, allocation_id=allocation_id, now=now
+    allocation = (
+        _allocation_for(user=user, institution=institution, allocation_id=allocation_id, now=now)
+        if job.gpu_count or allocation_id is not None
+        else None
     )
     if job.gpu_count and allocation is None:
         raise ValidationError(
@@ -554,7 +558,7 @@ def job_submit(
                 "compute first."
             }
         )
-    if allocation is not None:
+    if allocation is not None and job.gpu_count:
         left = allocation.budget_gpu_seconds - allocation.used_gpu_seconds
         reserved = _reserved_gpu_seconds(allocation)
         if job.max_gpu_seconds > left - reserved:
@@ -566,6 +570,7 @@ def job_submit(
                     f"{reserved / 3600:.2f} are held by queued and running jobs."
                 }
             )
+    if allocation is not None:
         job.allocation = allocation
         job.gpu_class = allocation.gpu_class
 
@@ -599,7 +604,9 @@ def _charge(job: Job, now: datetime) -> None:
     """Debits what the attempt used: its GPUs for its run time."""
     if job.started_at is None or job.gpu_count == 0:
         return
-    job.gpu_seconds = int(job.gpu_count * max((now - job.started_at).total_seconds(), 0))
+    ran = int(job.gpu_count * max((now - job.started_at).total_seconds(), 0))
+    # Never more than the job could cost: what submission held against the allocation.
+    job.gpu_seconds = min(ran, job.max_gpu_seconds)
     job.charged = True
     if job.allocation_id:
         Allocation.objects.filter(pk=job.allocation_id).update(
@@ -909,8 +916,13 @@ def jobs_reconcile(*, now: datetime | None = None) -> ReconcileReport:
 
 
 def _current_attempt(*, node: ComputeNode, job_id: int, attempt: int, states) -> Job:
+    # of=self: locking the node row too would hide the node from the dispatcher (skip_locked)
+    # during every worker call.
     job = (
-        Job.objects.select_for_update().select_related("node").filter(pk=job_id, node=node).first()
+        Job.objects.select_for_update(of=("self",))
+        .select_related("node")
+        .filter(pk=job_id, node=node)
+        .first()
     )
     if job is None:
         raise JobConflict(f"Job {job_id} is not assigned to this node.")
@@ -925,10 +937,17 @@ def _current_attempt(*, node: ComputeNode, job_id: int, attempt: int, states) ->
 
 @transaction.atomic
 def job_claim(*, node: ComputeNode, job_id: int, attempt: int) -> Job:
-    """The worker that received the message starts the attempt; its lease starts now."""
+    """The worker that received the message starts the attempt; its lease starts now. Claiming
+    a running attempt again returns it unchanged, so a claim whose answer was lost can be
+    retried (the worker itself never runs one attempt twice)."""
     job = _current_attempt(
-        node=node, job_id=job_id, attempt=attempt, states=(Job.State.DISPATCHED,)
+        node=node,
+        job_id=job_id,
+        attempt=attempt,
+        states=(Job.State.DISPATCHED, Job.State.RUNNING),
     )
+    if job.state == Job.State.RUNNING:
+        return job
     now = timezone.now()
     job.state = Job.State.RUNNING
     job.started_at = now
@@ -945,8 +964,11 @@ def job_log_append(*, node: ComputeNode, job_id: int, attempt: int, offset: int,
     job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
     chunks = JobLogChunk.objects.filter(job=job, attempt=attempt)
     length = chunks.aggregate(end=Sum(Length("text")))["end"] or 0
+    if offset + len(text) <= length:
+        return length  # already stored
     if offset < length:
-        return length
+        # A resend whose first part arrived before: keep the part that did not.
+        text, offset = text[length - offset :], length
     if offset > length:
         raise ValidationError({"offset": f"The log has {length} characters; send from there."})
     room = settings.COMPUTE_LOG_MAX_CHARS - length
@@ -1000,7 +1022,9 @@ def _check_metrics(job: Job, metrics: dict[str, Any]) -> None:
     bad = [
         name
         for name, value in metrics.items()
-        if not isinstance(value, int | float) or isinstance(value, bool)
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
     ]
     if bad:
-        raise ValidationError({"metrics": f"Metric values must be numbers: {', '.join(bad)}."})
+        raise ValidationError(
+            {"metrics": f"Metric values must be finite numbers: {', '.join(bad)}."}
+        )

@@ -2,6 +2,7 @@
 nodes. Reads go through the selectors (which apply visibility), writes through the services;
 every page works without JavaScript."""
 
+import re
 from dataclasses import dataclass
 
 from django import forms
@@ -209,7 +210,7 @@ def job_submit(request: AuthenticatedHttpRequest) -> HttpResponse:
         preselected = {
             name: request.GET[name]
             for name in ("model_version", "benchmark")
-            if request.GET.get(name, "").isdigit()
+            if re.fullmatch(r"[0-9]{1,15}", request.GET.get(name, ""))
         }
         form = JobSubmitForm(initial=preselected, user=request.user)
     if request.method == "POST" and form.is_valid():
@@ -279,6 +280,7 @@ def _request_page(
         "compute/request_detail.html",
         {
             "compute_request": compute_request,
+            "links": selectors.compute_request_links(user=request.user, request=compute_request),
             "allocation": selectors.allocation_list(user=request.user)
             .filter(request=compute_request)
             .first(),

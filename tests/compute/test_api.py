@@ -129,6 +129,29 @@ class TestJobsApi:
                 assert status == (200 if job.pk in job_ids else 404), (actor, job.pk)
             client.force_authenticate(None)
 
+    def test_a_private_model_stays_private_to_the_rest_of_the_paying_institution(
+        self, client_as, member, institution, submit_job, make_model_version, dispatched
+    ):
+        """A job shows its model only to those who may see the model, even inside the
+        institution that pays for it."""
+        from tests.factories import MembershipFactory
+
+        secret = make_model_version(
+            member, institution, name="Unreleased Model", visibility=Visibility.PRIVATE
+        )
+        job = submit_job(member, model_version=secret)
+        colleague = MembershipFactory(institution=institution).user
+        client = client_as("member")
+        client.force_authenticate(colleague)
+        listed = {row["id"] for row in client.get("/api/v1/jobs/").json()["results"]}
+        assert dispatched.pk in listed and job.pk not in listed
+        assert client.get(f"/api/v1/jobs/{job.pk}/").status_code == 404
+        assert client.get(f"/api/v1/jobs/{job.pk}/logs/").status_code == 404
+        queue = client.get("/api/v1/jobs/queue/").json()["results"]
+        assert {row["job"] for row in queue} == {None}
+        client.force_authenticate(member)
+        assert client.get(f"/api/v1/jobs/{job.pk}/").json()["model_name"] == "Unreleased Model"
+
     def test_the_list_filters_by_state_and_institution(self, client_as, member, submit_job):
         job = submit_job(member)
         submit_job(member)
@@ -186,7 +209,8 @@ class TestJobsApi:
         }
         assert client_as("member").get(url + "?offset=8").json()["text"] == "epoch 2\n"
         assert client_as("outsider").get(url).status_code == 404
-        assert client_as("member").get(url + "?offset=x").status_code == 400
+        for bad in ("x", "%C2%B2", "9" * 5000):
+            assert client_as("member").get(f"{url}?offset={bad}").status_code == 400
 
     def test_the_queue_shows_other_institutions_jobs_without_their_contents(
         self, client_as, member, submit_job
@@ -208,7 +232,7 @@ class TestNodesApi:
         token = response.json()["token"]
         assert token.startswith("rxn_")
         detail = client_as("institution_admin").get(f"/api/v1/nodes/{response.json()['id']}/")
-        assert "token" not in detail.json()
+        assert "token" not in detail.json() and "token_prefix" not in detail.json()
         assert token not in detail.content.decode()
 
     def test_members_and_outsiders_cannot_add_or_drain(self, client_as, gpu_node):
@@ -458,6 +482,17 @@ class TestWorkerApi:
         assert response.json()["state"] == "failed"
         dispatched.refresh_from_db()
         assert dispatched.failure_reason == "CUDA out of memory"
+
+    def test_a_metric_out_of_range_is_a_400_not_a_500(self, worker, dispatched):
+        worker.post(f"/api/v1/worker/jobs/{dispatched.pk}/claim", {"attempt": 1}, format="json")
+        response = worker.generic(
+            "POST",
+            f"/api/v1/worker/jobs/{dispatched.pk}/result",
+            '{"attempt": 1, "metrics": {"loss": 1e400}}',
+            content_type="application/json",
+        )
+        assert response.status_code == 400
+        assert not JobResult.objects.exists()
 
     def test_a_result_without_numbers_is_refused_and_the_job_keeps_running(
         self, worker, dispatched

@@ -6,6 +6,7 @@ import pytest
 from django.core import mail
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import connection
+from django.db.models import F
 from django.utils import timezone
 
 from apps.catalog import services as catalog_services
@@ -112,6 +113,14 @@ class TestSubmission:
         cpu_benchmark = make_benchmark(member, institution, gpu_count=0)
         job = services.job_submit(user=member, model_version=model_version, benchmark=cpu_benchmark)
         assert job.allocation is None
+
+    def test_a_cpu_job_runs_even_when_the_allocation_is_spent(
+        self, member, institution, gpu_node, model_version, make_benchmark, allocation
+    ):
+        Allocation.objects.filter(pk=allocation.pk).update(used_gpu_seconds=F("budget_gpu_seconds"))
+        cpu_benchmark = make_benchmark(member, institution, gpu_count=0)
+        job = services.job_submit(user=member, model_version=model_version, benchmark=cpu_benchmark)
+        assert job.state == Job.State.PENDING
 
     def test_outsiders_cannot_charge_another_institutions_allocation(
         self, outsider, institution, submit_job
@@ -224,12 +233,32 @@ class TestLifecycle:
                 node=other, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance={}
             )
 
-    def test_metrics_must_be_numbers(self, member, submit_job, gpu_node):
+    @pytest.mark.parametrize("value", ["high", float("inf"), float("nan"), True])
+    def test_metrics_must_be_finite_numbers(self, member, submit_job, gpu_node, value):
         job = _run(submit_job(member), gpu_node)
-        with pytest.raises(ValidationError, match="must be numbers: accuracy"):
+        with pytest.raises(ValidationError, match="must be finite numbers: accuracy"):
             services.job_result_post(
-                node=gpu_node, job_id=job.pk, attempt=1, metrics={"accuracy": "high"}, provenance={}
+                node=gpu_node, job_id=job.pk, attempt=1, metrics={"accuracy": value}, provenance={}
             )
+
+    def test_a_claim_whose_answer_was_lost_can_be_made_again(self, member, submit_job, gpu_node):
+        job = _run(submit_job(member), gpu_node)
+        again = services.job_claim(node=gpu_node, job_id=job.pk, attempt=1)
+        assert again.state == Job.State.RUNNING
+        assert again.started_at == job.started_at
+        assert job.events.filter(message__startswith="Started").count() == 1
+
+    def test_the_charge_never_exceeds_what_the_job_could_cost(
+        self, member, submit_job, gpu_node, allocation
+    ):
+        job = _run(submit_job(member), gpu_node, seconds=45 * 60)  # limit: 30 minutes
+        services.job_report_failure(
+            node=gpu_node, job_id=job.pk, attempt=1, state="timed_out", reason="late"
+        )
+        job.refresh_from_db()
+        allocation.refresh_from_db()
+        assert job.gpu_seconds == job.max_gpu_seconds == 30 * 60
+        assert allocation.used_gpu_seconds == 30 * 60
 
     def test_a_failure_reported_by_the_worker_is_charged(
         self, member, submit_job, gpu_node, allocation
@@ -255,9 +284,11 @@ class TestLifecycle:
         assert append(8, "done\n") == 13
         with pytest.raises(ValidationError, match="has 13 characters"):
             append(20, "gap")
+        # A resend whose first part arrived keeps only what is new.
+        assert append(8, "done\nnext\n") == 18
         from apps.compute import selectors
 
-        assert selectors.job_log(job=job, attempt=1) == "loading\ndone\n"
+        assert selectors.job_log(job=job, attempt=1) == "loading\ndone\nnext\n"
 
 
 class TestCancel:

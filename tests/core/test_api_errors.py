@@ -29,6 +29,20 @@ def test_malformed_json_is_a_400_that_says_so(api_client, staff):
     assert not Institution.objects.exists()
 
 
+@pytest.mark.parametrize("number", ["1e400", "-1e400", "NaN", "Infinity"])
+def test_numbers_no_database_can_store_are_a_400(api_client, staff, number):
+    api_client.force_authenticate(staff)
+    response = api_client.generic(
+        "POST",
+        "/api/v1/institutions/",
+        f'{{"name": "Lab", "slug": "lab", "country": "GB", "ror_id": {number}}}',
+        content_type="application/json",
+    )
+    error = assert_error_shape(response, 400)
+    assert error["code"] == "parse_error"
+    assert not Institution.objects.exists()
+
+
 def test_a_json_list_instead_of_an_object_is_refused(api_client, staff):
     api_client.force_authenticate(staff)
     response = api_client.post("/api/v1/institutions/", ["name", "Lab"])
