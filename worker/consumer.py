@@ -11,6 +11,7 @@ import os
 import socket
 import sys
 import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,10 @@ from worker.settings import WorkerSettings
 logger = logging.getLogger(__name__)
 
 RUN_JOB_TASK = "worker.run_job"
-# A message this worker took and lost before claiming comes back after this long. The node
-# requeues a lost attempt itself (claim timeout, lease), so this only bounds the wait.
-VISIBILITY_TIMEOUT_SECONDS = 3600
+# Redis hands an unacknowledged message out again after this long, even while its job still
+# runs: longer than any time limit, so long jobs are not delivered twice. A message lost with
+# its worker needs no redelivery: the node requeues the attempt itself (claim timeout, lease).
+VISIBILITY_TIMEOUT_SECONDS = 8 * 24 * 3600
 
 
 class RunningAttempts:
@@ -40,9 +42,14 @@ class RunningAttempts:
         self._lock = threading.Lock()
         self._stops: dict[tuple[int, int], threading.Event] = {}
 
-    def add(self, job: int, attempt: int) -> threading.Event:
+    def add(self, job: int, attempt: int) -> threading.Event | None:
+        """The new attempt's stop event; None when this process already runs it (a message
+        delivered twice)."""
         with self._lock:
-            return self._stops.setdefault((job, attempt), threading.Event())
+            if (job, attempt) in self._stops:
+                return None
+            event = self._stops[(job, attempt)] = threading.Event()
+            return event
 
     def remove(self, job: int, attempt: int) -> None:
         with self._lock:
@@ -60,16 +67,33 @@ class RunningAttempts:
         event.set()
         return True
 
+    def stop_all(self) -> int:
+        with self._lock:
+            events = list(self._stops.values())
+        for event in events:
+            event.set()
+        return len(events)
+
 
 class Heartbeat(threading.Thread):
     """Tells the node every `interval` seconds which attempts run here, which renews their
-    leases, and stops the attempts the node lists as no longer wanted."""
+    leases, and stops the attempts the node lists as no longer wanted. When no heartbeat got
+    through for a whole lease, the node has already given those attempts' devices to other
+    jobs: they are stopped here too."""
 
-    def __init__(self, client: NodeClient, running: RunningAttempts, interval: float) -> None:
+    def __init__(
+        self,
+        client: NodeClient,
+        running: RunningAttempts,
+        interval: float,
+        lease_seconds: float,
+    ) -> None:
         super().__init__(name="heartbeat", daemon=True)
         self.client = client
         self.running = running
         self.interval = interval
+        self.lease_seconds = lease_seconds
+        self.last_answer = time.monotonic()
         self._halt = threading.Event()
 
     def beat(self) -> None:
@@ -77,7 +101,17 @@ class Heartbeat(threading.Thread):
             reply = self.client.heartbeat(self.running.listing())
         except (NodeError, NodeUnavailable) as error:
             logger.warning("heartbeat failed: %s", error)
+            if time.monotonic() - self.last_answer > self.lease_seconds:
+                stopped = self.running.stop_all()
+                if stopped:
+                    logger.error(
+                        "no heartbeat reached the node for %.0f s: stopped %d attempt(s), "
+                        "which the node requeues",
+                        self.lease_seconds,
+                        stopped,
+                    )
             return
+        self.last_answer = time.monotonic()
         for item in reply.get("stop", []):
             if self.running.stop(int(item["job"]), int(item["attempt"])):
                 logger.info("node asked to stop job %s attempt %s", item["job"], item["attempt"])
@@ -132,6 +166,11 @@ class WorkerRuntime:
         """Claims and runs one attempt; returns its outcome. A failing job never raises into
         Celery: the worker goes on with the next message."""
         stop = self.running.add(job, attempt)
+        if stop is None:
+            logger.info(
+                "job %s attempt %s already runs here: duplicate message dropped", job, attempt
+            )
+            return "duplicate"
         client = NodeClient(self.settings)
         try:
             spec = client.claim(job, attempt)
@@ -248,7 +287,10 @@ def run(settings: WorkerSettings, options: RunOptions) -> int:
         settings, inventory=inventory, cache=cache, scratch_dir=options.scratch_dir
     )
     heartbeat = Heartbeat(
-        NodeClient(settings, retries=2), runtime.running, float(reply["heartbeat_seconds"])
+        NodeClient(settings, retries=2),
+        runtime.running,
+        float(reply["heartbeat_seconds"]),
+        float(reply["lease_seconds"]),
     )
     heartbeat.start()
     app = create_app(settings, runtime)

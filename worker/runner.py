@@ -6,12 +6,14 @@ one step a sandboxed subprocess replaces.
 """
 
 import logging
+import math
 import numbers
 import shutil
 import socket
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -33,6 +35,9 @@ from worker.node_client import NodeClient, NodeError, NodeUnavailable, StaleAtte
 logger = logging.getLogger(__name__)
 
 LOG_FLUSH_SECONDS = 1.0
+# How long a finished attempt keeps trying to report while the node cannot be reached.
+OUTCOME_RETRY_LIMIT_SECONDS = 30 * 60
+OUTCOME_RETRY_WAIT_SECONDS = 10.0
 LOG_FLUSH_CHARS = 64 * 1024
 
 
@@ -137,6 +142,8 @@ def _checked_metrics(metrics: Any) -> dict[str, int | float]:
     for name, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise EvaluationError(f"Metric {name!r} is not a number: {value!r}.")
+        if not math.isfinite(value):
+            raise EvaluationError(f"Metric {name!r} is {value!r}: not a finite number.")
         checked[str(name)] = int(value) if isinstance(value, numbers.Integral) else float(value)
     return checked
 
@@ -239,7 +246,21 @@ class JobRun:
             stream.close()
             self.cache.release(self._pinned)
             shutil.rmtree(scratch, ignore_errors=True)
-        return self._report(metrics, failure, started_at)
+        return self._report_until_heard(metrics, failure, started_at)
+
+    def _report_until_heard(
+        self, metrics: dict[str, Any] | None, failure: tuple[str, str] | None, started_at: str
+    ) -> str:
+        """Reports the outcome; while the node cannot be reached, tries again as long as the
+        attempt is still this worker's (the heartbeat thread sets `stop` once a whole lease
+        went by without contact). Reports are idempotent, so a repeat does no harm."""
+        deadline = time.monotonic() + OUTCOME_RETRY_LIMIT_SECONDS
+        while True:
+            outcome = self._report(metrics, failure, started_at)
+            if outcome != "unreported" or time.monotonic() > deadline:
+                return outcome
+            if self.stop.wait(OUTCOME_RETRY_WAIT_SECONDS):
+                return outcome
 
     def _report(
         self, metrics: dict[str, Any] | None, failure: tuple[str, str] | None, started_at: str
@@ -267,9 +288,8 @@ class JobRun:
             logger.error("job %s attempt %s: outcome refused: %s", self.job, self.attempt, refusal)
             return "unreported"
         except NodeUnavailable as error:
-            # The lease lapses and the node requeues the job.
             logger.error(
-                "job %s attempt %s: outcome not reported: %s", self.job, self.attempt, error
+                "job %s attempt %s: outcome not reported yet: %s", self.job, self.attempt, error
             )
             return "unreported"
 

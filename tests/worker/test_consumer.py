@@ -18,9 +18,11 @@ from apps.compute import services
 from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk, JobResult
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import REPO, WorkerProcess, start_worker_process, wait_for
+from worker.consumer import Heartbeat, RunningAttempts
 from worker.evaluators.smoke import evaluate as smoke
 from worker.file_cache import FileCache
 from worker.inventory import Inventory
+from worker.node_client import NodeUnavailable
 from worker.runner import JobRun
 
 MODEL_BYTES = safetensors_bytes(16)
@@ -283,3 +285,43 @@ def test_an_evaluation_past_its_time_limit_is_stopped_and_reported_timed_out(tmp
     assert run.execute() == "timed_out"
     assert time.monotonic() - started < 10
     assert node.outcomes == [("timed_out", "Ran past its time limit of 1 seconds.")]
+
+
+def test_a_result_the_node_could_not_take_is_posted_again_until_it_is(tmp_path, monkeypatch):
+    monkeypatch.setattr("worker.runner.OUTCOME_RETRY_WAIT_SECONDS", 0.01)
+    run, node = _job_run(tmp_path, smoke)
+    answers = iter([NodeUnavailable("node restarting"), NodeUnavailable("still restarting")])
+    posted = node.post_result
+
+    def flaky_post(*args):
+        error = next(answers, None)
+        if error is not None:
+            raise error
+        return posted(*args)
+
+    node.post_result = flaky_post  # type: ignore[method-assign]
+    assert run.execute() == "succeeded"
+    assert [state for state, _ in node.outcomes] == ["succeeded"]
+
+
+def test_a_message_delivered_twice_never_runs_the_attempt_twice():
+    running = RunningAttempts()
+    first = running.add(7, 1)
+    assert first is not None
+    assert running.add(7, 1) is None  # the duplicate is dropped, the first keeps its entry
+    assert running.listing() == [{"job": 7, "attempt": 1}]
+
+
+def test_attempts_stop_once_no_heartbeat_reached_the_node_for_a_lease():
+    class Unreachable:
+        def heartbeat(self, running):
+            raise NodeUnavailable("connection refused")
+
+    running = RunningAttempts()
+    stop = running.add(7, 1)
+    heartbeat = Heartbeat(Unreachable(), running, interval=1, lease_seconds=60)  # type: ignore[arg-type]
+    heartbeat.beat()
+    assert stop is not None and not stop.is_set()
+    heartbeat.last_answer -= 61
+    heartbeat.beat()
+    assert stop.is_set()
