@@ -779,14 +779,18 @@ def _capacities(nodes: list[ComputeNode]) -> list[scheduling.NodeCapacity]:
 def jobs_dispatch(*, now: datetime | None = None) -> list[int]:
     """Places pending jobs on free devices and sends each its message. Returns their ids.
 
-    Concurrent dispatchers are safe: each locks the nodes it plans for (skipping nodes another
-    dispatcher holds) and the jobs it takes (skipping jobs another one took); the unique
-    (node, device) constraint is the last line of defence.
+    Concurrent dispatchers take turns: each locks the online nodes (in id order, so two never
+    deadlock) and waits for a pass in progress, then sees that pass's placements and whatever
+    was submitted or freed meanwhile. (Skipping locked nodes would lose the request that came
+    during the other pass: its job would wait for beat.) Jobs another pass took are skipped;
+    the unique (node, device) constraint is the last line of defence.
     """
-    now = now or timezone.now()
     cache.delete(DISPATCH_PENDING_KEY)
     with transaction.atomic():
-        nodes = list(_online_nodes(now).select_for_update(skip_locked=True).order_by("pk"))
+        nodes = list(
+            _online_nodes(now or timezone.now()).select_for_update(of=("self",)).order_by("pk")
+        )
+        now = now or timezone.now()  # after the wait for the node locks
         if not nodes:
             return []
         capacities = _capacities(nodes)
