@@ -51,7 +51,7 @@ from apps.catalog.models import (  # noqa: E402
     ResearchModel,
     Visibility,
 )
-from apps.compute import scheduling, services  # noqa: E402
+from apps.compute import scheduling, selectors, services  # noqa: E402
 from apps.compute.models import (  # noqa: E402
     Allocation,
     ComputeNode,
@@ -310,8 +310,8 @@ class Timers:
 
 def dispatch_once(*, setup: Callable[[], None] | None) -> dict[str, float]:
     timers = Timers()
-    timers.wrap(services, "queued_jobs", "queued_jobs")
-    timers.wrap(services, "fair_shares", "fair_shares")
+    timers.wrap(selectors, "queued_jobs", "queued_jobs")
+    timers.wrap(selectors, "fair_shares", "fair_shares")
     timers.wrap(scheduling, "queue_order", "queue_order")
     timers.wrap(scheduling, "plan", "plan")
     timers.wrap(QuerySet, "bulk_update", "bulk_update")

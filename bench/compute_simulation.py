@@ -10,7 +10,7 @@ the actual run is limit x U(0.3, 1.0). The platform's policy (scheduling.queue_o
 scheduling.plan: fair share, best fit, EASY backfill) runs after every arrival and every end,
 as the dispatcher does on submit and finish, and is compared with FIFO variants on the same trace.
 Fair-share usage is charged when a job ends and decays with a half-life, as services._charge and
-services.usage_decayed do. Prints a table and writes bench/results/compute-simulation-<date>.json.
+selectors.usage_decayed do. Prints a table and writes bench/results/compute-simulation-<date>.json.
 """
 
 import argparse
@@ -246,7 +246,7 @@ POLICIES: dict[str, Policy] = {
     "FIFO strict": policy_fifo_strict,
     "FIFO + first-fit backfill": policy_fifo_first_fit,
 }
-# Not the platform: a change to services.fair_shares, measured on the same trace.
+# Not the platform: a change to selectors.fair_shares, measured on the same trace.
 VARIANTS: dict[str, Policy] = {"what-if: running jobs charged": policy_running_charged}
 
 

@@ -424,6 +424,7 @@ def job_timings(jobs) -> dict:
         parts["started -> finished (fetch, evaluate, logs, result)"].append(
             (finished - started).total_seconds()
         )
+        parts["submitted -> started"].append((started - submitted).total_seconds())
         parts["submitted -> finished"].append((finished - submitted).total_seconds())
     return {
         name: {

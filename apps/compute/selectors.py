@@ -6,8 +6,9 @@ public result. Compute requests: the requester, the institution's admins, staff.
 usage: the institution's members, staff. Nodes: signed-in users (no node ever shows its token).
 """
 
+from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple, TypeGuard
 
 from django.conf import settings
@@ -20,6 +21,7 @@ from apps.accounts.models import Institution, Membership, User
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Artifact, Visibility
 from apps.compute import scheduling
+from apps.compute.exceptions import JobConflict
 from apps.compute.models import (
     Allocation,
     ComputeNode,
@@ -42,6 +44,49 @@ def _member_of(user: User) -> QuerySet:
 
 def _admin_of(user: User) -> QuerySet:
     return Membership.objects.filter(user=user, role=Membership.Role.ADMIN).values("institution_id")
+
+
+def usage_decayed(usage: InstitutionUsage, now: datetime) -> float:
+    """GPU-seconds used, each halved for every half-life since it was used."""
+    half_life = settings.COMPUTE_FAIR_SHARE_HALF_LIFE_HOURS * 3600
+    elapsed = max((now - usage.updated_at).total_seconds(), 0.0)
+    return float(usage.decayed_gpu_seconds * 0.5 ** (elapsed / half_life))
+
+
+def fair_shares(*, now: datetime) -> dict[int, float]:
+    """Each institution's fair-share factor, from its decayed usage and current allocations."""
+    usage = {u.institution_id: usage_decayed(u, now) for u in InstitutionUsage.objects.all()}
+    allocated: dict[int, float] = defaultdict(float)
+    current = Allocation.objects.filter(starts_at__lte=now, ends_at__gt=now).values_list(
+        "institution_id", "budget_gpu_seconds"
+    )
+    for institution_id, budget in current:
+        allocated[institution_id] += budget
+    return scheduling.fair_share_factors(decayed_usage=usage, allocations=allocated)
+
+
+def priority_weights() -> scheduling.PriorityWeights:
+    weights = settings.COMPUTE_PRIORITY_WEIGHTS
+    return scheduling.PriorityWeights(
+        admin=weights["admin"], fair_share=weights["fair_share"], age=weights["age"]
+    )
+
+
+def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
+    rows = queryset.order_by().values_list(
+        "id",
+        "institution_id",
+        "priority",
+        "submitted_at",
+        "gpu_count",
+        "gpu_memory_gb",
+        "gpu_class",
+        "time_limit_minutes",
+    )
+    return [
+        scheduling.QueuedJob(*row[:7], time_limit=timedelta(minutes=row[7]))  # type: ignore[misc]
+        for row in rows
+    ]
 
 
 def public_results() -> Q:
@@ -117,12 +162,10 @@ class QueueEntry:
 def job_queue(*, user: Viewer, limit: int = 200) -> tuple[list[QueueEntry], int]:
     """Pending jobs in the order the dispatcher will consider them, and how many are pending.
     Jobs the viewer may not see show only their institution and size."""
-    from apps.compute import services
-
     now = timezone.now()
-    pending = services.queued_jobs(Job.objects.filter(state=Job.State.PENDING))
-    shares = services.fair_shares(now=now)
-    weights = services.priority_weights()
+    pending = queued_jobs(Job.objects.filter(state=Job.State.PENDING))
+    shares = fair_shares(now=now)
+    weights = priority_weights()
     ordered = scheduling.queue_order(pending, now=now, fair_shares=shares, weights=weights)
     head = ordered[:limit]
     visible = job_list(user=user).in_bulk([queued.id for queued in head])
@@ -261,8 +304,6 @@ class InstitutionUsageSummary:
 
 def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
     """Each institution the viewer may see: its current allocations against their use."""
-    from apps.compute import services
-
     now = timezone.now()
     current = allocation_list(user=user).filter(starts_at__lte=now, ends_at__gt=now)
     totals = (
@@ -273,10 +314,10 @@ def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
     by_institution = {row["institution_id"]: row for row in totals}
     institutions = Institution.objects.filter(pk__in=by_institution).order_by("name")
     decayed = {
-        usage.institution_id: services.usage_decayed(usage, now)
+        usage.institution_id: usage_decayed(usage, now)
         for usage in InstitutionUsage.objects.filter(institution__in=institutions)
     }
-    shares = services.fair_shares(now=now)
+    shares = fair_shares(now=now)
     return [
         InstitutionUsageSummary(
             institution=institution,
@@ -300,8 +341,6 @@ def user_can_see_job_details(*, user: Viewer, job: Job) -> bool:
 def job_artifact(*, node: ComputeNode, job_id: int, attempt: int, sha256: str) -> Artifact:
     """A file of the attempt `node` runs now: its model version's or its benchmark dataset's.
     A node token reads nothing else."""
-    from apps.compute.services import JobConflict
-
     job = Job.objects.filter(pk=job_id, node=node).first()
     if job is None or job.attempt != attempt or job.state not in Job.ACTIVE_STATES:
         raise JobConflict(f"Attempt {attempt} of job {job_id} is not this node's to run.")

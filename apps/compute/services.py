@@ -6,7 +6,6 @@ sent in transaction.on_commit, never from inside an open transaction.
 """
 
 import hashlib
-import logging
 import math
 import secrets
 from collections import defaultdict
@@ -27,7 +26,8 @@ from django.utils import timezone
 from apps.accounts.models import Institution, Membership, User
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Benchmark, ModelVersion, Paper, ResearchModel
-from apps.compute import scheduling
+from apps.compute import scheduling, selectors
+from apps.compute.exceptions import JobConflict
 from apps.compute.models import (
     Allocation,
     ComputeNode,
@@ -41,15 +41,9 @@ from apps.compute.models import (
 )
 from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 
-logger = logging.getLogger(__name__)
-
 NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
 RUN_JOB_TASK = "worker.run_job"
 DISPATCH_PENDING_KEY = "compute:dispatch-queued"
-
-
-class JobConflict(Exception):
-    """A worker call about a job that is not (or no longer) its to run."""
 
 
 def _require_staff(user: User) -> None:
@@ -439,7 +433,7 @@ def _model_formats(version: ModelVersion) -> set[str]:
     return set(version.files.values_list("artifact__format", flat=True))
 
 
-def _check_runnable(*, user: User, version: ModelVersion, benchmark: Benchmark) -> None:
+def _check_runnable(*, version: ModelVersion, benchmark: Benchmark) -> None:
     if not version.is_published:
         raise ValidationError(
             {"model_version": f"Version {version.label} is a draft: publish it to evaluate it."}
@@ -524,7 +518,7 @@ def job_submit(
     if visible_benchmark is None:
         raise ValidationError({"benchmark": "No such benchmark that you can see."})
     model_version, benchmark = visible_version, visible_benchmark
-    _check_runnable(user=user, version=model_version, benchmark=benchmark)
+    _check_runnable(version=model_version, benchmark=benchmark)
 
     memberships = Institution.objects.filter(memberships__user=user)
     if institution is None:
@@ -593,13 +587,6 @@ def _release(job: Job) -> None:
     DeviceAssignment.objects.filter(job=job).delete()
 
 
-def usage_decayed(usage: InstitutionUsage, now: datetime) -> float:
-    """GPU-seconds used, each halved for every half-life since it was used."""
-    half_life = settings.COMPUTE_FAIR_SHARE_HALF_LIFE_HOURS * 3600
-    elapsed = max((now - usage.updated_at).total_seconds(), 0.0)
-    return float(usage.decayed_gpu_seconds * 0.5 ** (elapsed / half_life))
-
-
 def _charge(job: Job, now: datetime) -> None:
     """Debits what the attempt used: its GPUs for its run time."""
     if job.started_at is None or job.gpu_count == 0:
@@ -615,7 +602,7 @@ def _charge(job: Job, now: datetime) -> None:
     usage, _created = InstitutionUsage.objects.select_for_update().get_or_create(
         institution_id=job.institution_id, defaults={"updated_at": now}
     )
-    usage.decayed_gpu_seconds = usage_decayed(usage, now) + job.gpu_seconds
+    usage.decayed_gpu_seconds = selectors.usage_decayed(usage, now) + job.gpu_seconds
     usage.total_gpu_seconds += job.gpu_seconds
     usage.updated_at = now
     usage.save()
@@ -730,42 +717,6 @@ def _online_nodes(now: datetime):
     return ComputeNode.objects.filter(draining=False, last_heartbeat_at__gte=fresh)
 
 
-def fair_shares(*, now: datetime) -> dict[int, float]:
-    """Each institution's fair-share factor, from its decayed usage and current allocations."""
-    usage = {u.institution_id: usage_decayed(u, now) for u in InstitutionUsage.objects.all()}
-    allocated: dict[int, float] = defaultdict(float)
-    current = Allocation.objects.filter(starts_at__lte=now, ends_at__gt=now).values_list(
-        "institution_id", "budget_gpu_seconds"
-    )
-    for institution_id, budget in current:
-        allocated[institution_id] += budget
-    return scheduling.fair_share_factors(decayed_usage=usage, allocations=allocated)
-
-
-def priority_weights() -> scheduling.PriorityWeights:
-    weights = settings.COMPUTE_PRIORITY_WEIGHTS
-    return scheduling.PriorityWeights(
-        admin=weights["admin"], fair_share=weights["fair_share"], age=weights["age"]
-    )
-
-
-def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
-    rows = queryset.order_by().values_list(
-        "id",
-        "institution_id",
-        "priority",
-        "submitted_at",
-        "gpu_count",
-        "gpu_memory_gb",
-        "gpu_class",
-        "time_limit_minutes",
-    )
-    return [
-        scheduling.QueuedJob(*row[:7], time_limit=timedelta(minutes=row[7]))  # type: ignore[misc]
-        for row in rows
-    ]
-
-
 def _capacities(nodes: list[ComputeNode]) -> list[scheduling.NodeCapacity]:
     busy: dict[int, dict[str, datetime]] = defaultdict(dict)
     held = DeviceAssignment.objects.filter(node__in=nodes).values_list(
@@ -796,9 +747,12 @@ def jobs_dispatch(*, now: datetime | None = None) -> list[int]:
         capacities = _capacities(nodes)
         if not any(capacity.free() for capacity in capacities):
             return []
-        pending = queued_jobs(Job.objects.filter(state=Job.State.PENDING))
+        pending = selectors.queued_jobs(Job.objects.filter(state=Job.State.PENDING))
         ordered = scheduling.queue_order(
-            pending, now=now, fair_shares=fair_shares(now=now), weights=priority_weights()
+            pending,
+            now=now,
+            fair_shares=selectors.fair_shares(now=now),
+            weights=selectors.priority_weights(),
         )
         placements = {
             placement.job_id: placement
