@@ -10,29 +10,15 @@ import os
 import time
 
 import redis
-from celery import Celery
 
-from worker.consumer import broker_connection
+from worker.consumer import consumer_app
 
 NOOP_TASK = "bench.noop"
 DONE_KEY = "bench-throughput:noop-done"
 LAST_KEY = "bench-throughput:noop-last"
 
-_broker_url, _transport_options = broker_connection(os.environ["BENCH_NOOP_BROKER_URL"])
-app = Celery("bench_noop", broker=_broker_url, set_as_current=False, fixups=[])
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    result_backend=None,
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-    task_reject_on_worker_lost=True,
-    broker_connection_retry_on_startup=True,
-    broker_transport_options=_transport_options,
-    worker_send_task_events=False,
-)
-_counter = redis.Redis.from_url(_broker_url)
+app = consumer_app("bench_noop", os.environ["BENCH_NOOP_BROKER_URL"])
+_counter = redis.Redis.from_url(os.environ["BENCH_NOOP_BROKER_URL"])
 
 
 @app.task(name=NOOP_TASK)

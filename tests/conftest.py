@@ -23,6 +23,20 @@ def _clear_cache():
 
 
 @pytest.fixture
+def artifact_dir(settings, tmp_path):
+    """Artifacts stored in a folder of the test's own, so it can see what was left behind."""
+    location = tmp_path / "artifacts"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "artifacts": {
+            "BACKEND": "django.core.files.storage.FileSystemStorage",
+            "OPTIONS": {"location": location},
+        },
+    }
+    return location
+
+
+@pytest.fixture
 def api_client() -> APIClient:
     return APIClient()
 

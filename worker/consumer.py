@@ -234,10 +234,12 @@ def broker_connection(url: str) -> tuple[str, dict[str, Any]]:
     }
 
 
-def create_app(settings: WorkerSettings, runtime: WorkerRuntime) -> Celery:
+def consumer_app(name: str, broker_url: str) -> Celery:
+    """A Django-free Celery app with the pool's consumer settings: JSON only, acks late,
+    prefetch 1, a message back in the queue when its worker process dies."""
+    url, transport_options = broker_connection(broker_url)
     # No fixups: Celery's Django fixup would set up Django wherever DJANGO_SETTINGS_MODULE is set.
-    broker_url, transport_options = broker_connection(settings.broker_url)
-    app = Celery("research_exchange_worker", broker=broker_url, set_as_current=False, fixups=[])
+    app = Celery(name, broker=url, set_as_current=False, fixups=[])
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -250,6 +252,11 @@ def create_app(settings: WorkerSettings, runtime: WorkerRuntime) -> Celery:
         broker_transport_options=transport_options,
         worker_send_task_events=False,
     )
+    return app
+
+
+def create_app(settings: WorkerSettings, runtime: WorkerRuntime) -> Celery:
+    app = consumer_app("research_exchange_worker", settings.broker_url)
 
     @app.task(name=RUN_JOB_TASK)
     def run_job(job: int, attempt: int) -> str:

@@ -18,6 +18,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.accounts.fields import InstitutionSlugField
 from apps.accounts.models import Institution
 from apps.accounts.typing import AuthenticatedRequest
 from apps.catalog import selectors, services
@@ -40,11 +41,6 @@ from apps.core.serializers import StrictSerializer
 from worker.evaluators import evaluator_specs
 
 MAX_BIBTEX_EXPORT = 1000
-
-
-class InstitutionSlugField(serializers.SlugRelatedField):
-    def __init__(self, **kwargs):
-        super().__init__(slug_field="slug", queryset=Institution.objects.all(), **kwargs)
 
 
 class TagsField(serializers.ListField):

@@ -28,7 +28,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.models import Institution
+from apps.accounts.fields import InstitutionSlugField
 from apps.accounts.typing import AuthenticatedRequest
 from apps.catalog.downloads import artifact_response
 from apps.catalog.models import Artifact, Benchmark, ModelVersion
@@ -43,11 +43,6 @@ def _input(serializer_class: type[serializers.Serializer], request: Request) -> 
     serializer = serializer_class(data=request.data)
     serializer.is_valid(raise_exception=True)
     return dict(serializer.validated_data)
-
-
-class InstitutionSlugField(serializers.SlugRelatedField):
-    def __init__(self, **kwargs):
-        super().__init__(slug_field="slug", queryset=Institution.objects.all(), **kwargs)
 
 
 class NodeOutput(serializers.ModelSerializer):
@@ -445,7 +440,7 @@ class JobDetailOutput(JobOutput):
 class JobInput(StrictSerializer):
     model_version = serializers.IntegerField(help_text="The id of a published model version.")
     benchmark = serializers.IntegerField()
-    institution = serializers.SlugField(
+    institution = InstitutionSlugField(
         required=False, help_text="Which of your institutions pays; needed if you have several."
     )
     allocation = serializers.IntegerField(
@@ -488,16 +483,11 @@ class JobListApi(generics.ListAPIView):
             raise serializers.ValidationError({"model_version": "No such model version."})
         if benchmark is None:
             raise serializers.ValidationError({"benchmark": "No such benchmark."})
-        institution = None
-        if "institution" in data:
-            institution = Institution.objects.filter(slug=data["institution"]).first()
-            if institution is None:
-                raise serializers.ValidationError({"institution": "No such institution."})
         job = services.job_submit(
             user=request.user,
             model_version=version,
             benchmark=benchmark,
-            institution=institution,
+            institution=data.get("institution"),
             allocation_id=data.get("allocation"),
         )
         job = selectors.job_get(user=request.user, job_id=job.pk)

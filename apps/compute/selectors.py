@@ -203,6 +203,16 @@ def node_get(*, user: Viewer, node_id: int) -> ComputeNode:
     return node
 
 
+def node_devices(node: ComputeNode) -> list[scheduling.Device]:
+    """What the node's worker registered, as the dispatcher places jobs on it: its GPUs, then
+    its CPU slots."""
+    gpus = [
+        scheduling.Device(f"gpu:{gpu['index']}", gpu["name"], gpu["memory_bytes"])
+        for gpu in node.gpus
+    ]
+    return gpus + [scheduling.Device(f"cpu:{slot}") for slot in range(node.cpu_slots)]
+
+
 def node_status(node: ComputeNode, now: datetime | None = None) -> str:
     return node.status_at(now or timezone.now(), settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS)
 
@@ -236,11 +246,8 @@ def running_by_node(*, user: Viewer) -> list[NodeRow]:
     now = timezone.now()
     rows = []
     for node in nodes:
-        devices = [f"gpu:{gpu['index']}" for gpu in node.gpus] + [
-            f"cpu:{slot}" for slot in range(node.cpu_slots)
-        ]
         slots = []
-        for device in devices:
+        for device in (device.key for device in node_devices(node)):
             holder = holders.get((node.pk, device))
             slots.append(DeviceSlot(device, holder, holder is not None and holder.pk in visible))
         rows.append(NodeRow(node, node_status(node, now), slots))

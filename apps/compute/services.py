@@ -5,7 +5,6 @@ JobConflict (a worker speaking for an attempt that is no longer current). Broker
 sent in transaction.on_commit, never from inside an open transaction.
 """
 
-import hashlib
 import math
 import secrets
 from collections import defaultdict
@@ -24,6 +23,8 @@ from django.db.models.functions import Length
 from django.utils import timezone
 
 from apps.accounts.models import Institution, Membership, User
+from apps.accounts.selectors import user_can_manage_institution
+from apps.accounts.services import api_token_hash
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Benchmark, ModelVersion, Paper, ResearchModel
 from apps.compute import scheduling, selectors
@@ -44,6 +45,7 @@ from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
 RUN_JOB_TASK = "worker.run_job"
 DISPATCH_PENDING_KEY = "compute:dispatch-queued"
+NODE_MANAGERS_ONLY = "Only this institution's admins can manage its compute nodes."
 
 
 def _require_staff(user: User) -> None:
@@ -51,20 +53,11 @@ def _require_staff(user: User) -> None:
         raise PermissionDenied("Only platform admins can do this.")
 
 
-def _is_member(user: User, institution: Institution, *, admin: bool = False) -> bool:
-    memberships = Membership.objects.filter(user=user, institution=institution)
-    if admin:
-        memberships = memberships.filter(role=Membership.Role.ADMIN)
-    return memberships.exists()
-
-
-def user_can_manage_nodes(*, user: User, institution: Institution) -> bool:
-    return user.is_staff or _is_member(user, institution, admin=True)
-
-
-def node_token_hash(secret: str) -> str:
-    # 256 random bits: a fast hash is enough, and the lookup stays one indexed equality.
-    return hashlib.sha256(secret.encode()).hexdigest()
+def _require_manager(user: User, institution: Institution, message: str) -> None:
+    """Compute nodes and the jobs of an institution are managed by whoever manages it: its
+    admins and staff."""
+    if not user_can_manage_institution(user=user, institution=institution):
+        raise PermissionDenied(message)
 
 
 def _new_node_secret() -> str:
@@ -81,8 +74,7 @@ def node_create(
     labels: list[str] | None = None,
 ) -> tuple[ComputeNode, str]:
     """Returns the node and its token; only the token's hash is kept."""
-    if not user_can_manage_nodes(user=user, institution=institution):
-        raise PermissionDenied("Only this institution's admins can add compute nodes.")
+    _require_manager(user, institution, "Only this institution's admins can add compute nodes.")
     secret = _new_node_secret()
     node = ComputeNode(
         institution=institution,
@@ -90,7 +82,7 @@ def node_create(
         pool=pool,
         labels=sorted(set(labels or [])),
         token_prefix=secret[:12],
-        token_hash=node_token_hash(secret),
+        token_hash=api_token_hash(secret),
         created_by=user,
     )
     node.full_clean()
@@ -101,11 +93,10 @@ def node_create(
 @transaction.atomic
 def node_token_rotate(*, user: User, node: ComputeNode) -> str:
     """A new token for the node; the old one stops working at once."""
-    if not user_can_manage_nodes(user=user, institution=node.institution):
-        raise PermissionDenied("Only this institution's admins can manage its compute nodes.")
+    _require_manager(user, node.institution, NODE_MANAGERS_ONLY)
     secret = _new_node_secret()
     ComputeNode.objects.filter(pk=node.pk).update(
-        token_prefix=secret[:12], token_hash=node_token_hash(secret)
+        token_prefix=secret[:12], token_hash=api_token_hash(secret)
     )
     return secret
 
@@ -113,8 +104,7 @@ def node_token_rotate(*, user: User, node: ComputeNode) -> str:
 @transaction.atomic
 def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> ComputeNode:
     """A draining node finishes its jobs and takes no new ones."""
-    if not user_can_manage_nodes(user=user, institution=node.institution):
-        raise PermissionDenied("Only this institution's admins can manage its compute nodes.")
+    _require_manager(user, node.institution, NODE_MANAGERS_ONLY)
     node.draining = draining
     node.save(update_fields=["draining"])
     if not draining:
@@ -123,13 +113,15 @@ def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> Compu
 
 
 def node_authenticate(*, secret: str) -> ComputeNode:
-    node = ComputeNode.objects.select_related("institution").filter(
-        token_hash=node_token_hash(secret)
+    # Node tokens are hashed as personal API tokens are: 256 random bits, one indexed lookup.
+    node = (
+        ComputeNode.objects.select_related("institution")
+        .filter(token_hash=api_token_hash(secret))
+        .first()
     )
-    found = node.first()
-    if found is None:
+    if node is None:
         raise PermissionDenied("Invalid node token.")
-    return found
+    return node
 
 
 def _clean_gpus(gpus: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -240,7 +232,7 @@ def compute_request_submit(
     paper_id: int | None = None,
     benchmark_id: int | None = None,
 ) -> ComputeRequest:
-    if not _is_member(user, institution):
+    if not Membership.objects.filter(user=user, institution=institution).exists():
         raise ValidationError(
             {
                 "institution": f"You are not a member of {institution.name}: ask on its behalf "
@@ -280,6 +272,16 @@ def _locked_submitted(request: ComputeRequest) -> ComputeRequest:
             {"state": f"This request is already {request.get_state_display().lower()}."}
         )
     return request
+
+
+def _decide(request: ComputeRequest, *, reviewer: User, state: str, comment: str) -> None:
+    """Records a review (the request is locked by the caller) and mails the requester."""
+    request.state = state
+    request.reviewer = reviewer
+    request.review_comment = comment.strip()
+    request.reviewed_at = timezone.now()
+    request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
+    _notify_requester(request)
 
 
 def _notify_requester(request: ComputeRequest) -> None:
@@ -323,11 +325,7 @@ def compute_request_approve(
         raise ValidationError(
             {"gpu_hours": f"Grant between 0.1 and the {request.gpu_hours} GPU-hours asked."}
         )
-    request.state = ComputeRequest.State.APPROVED
-    request.reviewer = reviewer
-    request.review_comment = comment.strip()
-    request.reviewed_at = timezone.now()
-    request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
+    _decide(request, reviewer=reviewer, state=ComputeRequest.State.APPROVED, comment=comment)
     starts_at, ends_at = _window(request.starts_on, request.ends_on)
     allocation = Allocation.objects.create(
         institution=request.institution,
@@ -339,7 +337,6 @@ def compute_request_approve(
         ends_at=ends_at,
         created_by=reviewer,
     )
-    _notify_requester(request)
     return allocation
 
 
@@ -351,12 +348,7 @@ def compute_request_reject(
     if not comment.strip():
         raise ValidationError({"comment": "Say why the request is rejected."})
     request = _locked_submitted(request)
-    request.state = ComputeRequest.State.REJECTED
-    request.reviewer = reviewer
-    request.review_comment = comment.strip()
-    request.reviewed_at = timezone.now()
-    request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
-    _notify_requester(request)
+    _decide(request, reviewer=reviewer, state=ComputeRequest.State.REJECTED, comment=comment)
     return request
 
 
@@ -406,7 +398,7 @@ def _reserved_gpu_seconds(allocation: Allocation) -> int:
 
 
 def _allocation_for(
-    *, user: User, institution: Institution, allocation_id: int | None, now: datetime
+    *, institution: Institution, allocation_id: int | None, now: datetime
 ) -> Allocation | None:
     allocations = Allocation.objects.select_for_update().filter(institution=institution)
     if allocation_id is not None:
@@ -463,18 +455,10 @@ def _check_runnable(*, version: ModelVersion, benchmark: Benchmark) -> None:
 
 
 def _device_fits(job: scheduling.QueuedJob, node: ComputeNode) -> bool:
-    devices = _node_devices(node)
+    devices = selectors.node_devices(node)
     return sum(scheduling.device_matches(job, device) for device in devices) >= max(
         job.gpu_count, 1
     )
-
-
-def _node_devices(node: ComputeNode) -> list[scheduling.Device]:
-    gpus = [
-        scheduling.Device(f"gpu:{gpu['index']}", gpu["name"], gpu["memory_bytes"])
-        for gpu in node.gpus
-    ]
-    return gpus + [scheduling.Device(f"cpu:{slot}") for slot in range(node.cpu_slots)]
 
 
 def _queued(job: Job) -> scheduling.QueuedJob:
@@ -541,7 +525,7 @@ def job_submit(
         max_attempts=settings.COMPUTE_MAX_ATTEMPTS,
     )
     allocation = (
-        _allocation_for(user=user, institution=institution, allocation_id=allocation_id, now=now)
+        _allocation_for(institution=institution, allocation_id=allocation_id, now=now)
         if job.gpu_count or allocation_id is not None
         else None
     )
@@ -552,6 +536,9 @@ def job_submit(
                 "compute first."
             }
         )
+    if allocation is not None:
+        job.allocation = allocation
+        job.gpu_class = allocation.gpu_class
     if allocation is not None and job.gpu_count:
         left = allocation.budget_gpu_seconds - allocation.used_gpu_seconds
         reserved = _reserved_gpu_seconds(allocation)
@@ -564,9 +551,6 @@ def job_submit(
                     f"{reserved / 3600:.2f} are held by queued and running jobs."
                 }
             )
-    if allocation is not None:
-        job.allocation = allocation
-        job.gpu_class = allocation.gpu_class
 
     queued = _queued(job)
     if not any(_device_fits(queued, node) for node in ComputeNode.objects.all()):
@@ -658,18 +642,16 @@ def run_job_task_id(job_id: int, attempt: int) -> str:
     return f"job-{job_id}-attempt-{attempt}"
 
 
-def user_can_administer_job(*, user: User, job: Job) -> bool:
-    return user.is_staff or _is_member(user, job.institution, admin=True)
-
-
 @transaction.atomic
 def job_cancel(*, user: User, job: Job, reason: str = "") -> Job:
     """The submitter or an admin stops the job. A running job is told to stop and its devices
     are freed at once. An admin's cancellation costs the researcher nothing."""
     job = Job.objects.select_for_update().get(pk=job.pk)
     by_admin = user.pk != job.submitter_id
-    if by_admin and not user_can_administer_job(user=user, job=job):
-        raise PermissionDenied("Only the submitter or an admin can cancel this job.")
+    if by_admin:
+        _require_manager(
+            user, job.institution, "Only the submitter or an admin can cancel this job."
+        )
     if not job.is_active:
         raise ValidationError({"state": f"The job is already {job.get_state_display().lower()}."})
     was_started = job.state != Job.State.PENDING
@@ -724,7 +706,10 @@ def _capacities(nodes: list[ComputeNode]) -> list[scheduling.NodeCapacity]:
     )
     for node_id, device, dispatched_at, minutes in held:
         busy[node_id][device] = (dispatched_at or timezone.now()) + timedelta(minutes=minutes)
-    return [scheduling.NodeCapacity(node.pk, _node_devices(node), busy[node.pk]) for node in nodes]
+    return [
+        scheduling.NodeCapacity(node.pk, selectors.node_devices(node), busy[node.pk])
+        for node in nodes
+    ]
 
 
 def jobs_dispatch(*, now: datetime | None = None) -> list[int]:

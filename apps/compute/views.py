@@ -16,6 +16,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Institution
+from apps.accounts.selectors import user_can_manage_institution
 from apps.accounts.typing import AuthenticatedHttpRequest
 from apps.compute import selectors, services
 from apps.compute.forms import (
@@ -138,7 +139,10 @@ def _job_page(
     can_cancel = (
         job.is_active
         and user.is_authenticated
-        and (job.submitter_id == user.pk or services.user_can_administer_job(user=user, job=job))
+        and (
+            job.submitter_id == user.pk
+            or user_can_manage_institution(user=user, institution=job.institution)
+        )
     )
     return render(
         request,
@@ -412,7 +416,7 @@ def node_detail(request: AuthenticatedHttpRequest, node_id: int) -> HttpResponse
             "node": node,
             "status": selectors.node_status(node),
             "new_secret": shown["secret"] if shown and shown["node"] == node.pk else None,
-            "can_manage": services.user_can_manage_nodes(
+            "can_manage": user_can_manage_institution(
                 user=request.user, institution=node.institution
             ),
             "jobs": selectors.job_list(user=request.user).filter(

@@ -14,19 +14,6 @@ from tests.factories import PASSWORD, MembershipFactory
 
 
 @pytest.fixture
-def artifact_dir(settings, tmp_path):
-    location = tmp_path / "artifacts"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
-    return location
-
-
-@pytest.fixture
 def onnx_model(tmp_path):
     """A real, tiny ONNX model: one Identity node."""
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])

@@ -8,24 +8,11 @@ from playwright.sync_api import expect
 
 from apps.accounts.models import Membership
 from apps.catalog import services as catalog_services
-from apps.catalog.uploads import uploaded_file_from_bytes
 from tests.browser.test_catalog_in_browser import log_in
+from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import start_worker_process
 from tests.factories import InstitutionFactory, MembershipFactory
-
-
-@pytest.fixture
-def artifact_dir(settings, tmp_path):
-    location = tmp_path / "artifacts"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
-    return location
 
 
 @pytest.fixture
@@ -33,12 +20,6 @@ def dispatcher(control_worker, settings):
     """Dispatcher runs requested by the portal go to the test's control-plane worker."""
     settings.CELERY_TASK_DEFAULT_QUEUE = control_worker
     settings.COMPUTE_HEARTBEAT_SECONDS = 1
-
-
-def _store(user, content: bytes, name: str):
-    return catalog_services.artifact_store(
-        user=user, upload=uploaded_file_from_bytes(content, name)
-    )
 
 
 def test_a_node_added_in_the_portal_runs_an_evaluation_a_researcher_submits(
@@ -51,12 +32,12 @@ def test_a_node_added_in_the_portal_runs_an_evaluation_a_researcher_submits(
         user=researcher, institution=institution, name="Aurora", slug="aurora", license="MIT",
         summary="A model to evaluate.",
     )  # fmt: skip
-    weights = _store(researcher, safetensors_bytes(8), "model.safetensors")
+    weights = store(researcher, safetensors_bytes(8), "model.safetensors")
     catalog_services.version_create(
         user=researcher, model=model, label="1.0", publish=True,
         files=[("model.safetensors", weights.sha256)],
     )  # fmt: skip
-    data = _store(researcher, safetensors_bytes(32), "data.safetensors")
+    data = store(researcher, safetensors_bytes(32), "data.safetensors")
     dataset = catalog_services.dataset_create(
         user=researcher, institution=institution, name="Pool data", slug="pool-data",
         license="CC-BY-4.0", files=[("data.safetensors", data.sha256)],

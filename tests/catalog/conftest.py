@@ -9,17 +9,8 @@ from apps.catalog.uploads import uploaded_file_from_bytes
 
 
 @pytest.fixture(autouse=True)
-def artifact_dir(settings, tmp_path):
-    """Each test stores artifacts in a folder of its own, so it can see what was left behind."""
-    location = tmp_path / "artifacts"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
-    return location
+def _artifacts_in_tmp(artifact_dir):
+    """Every test here stores artifacts in a folder of its own."""
 
 
 def stored_files(location) -> list[str]:

@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Visibility
-from apps.catalog.uploads import uploaded_file_from_bytes
 from apps.compute import services
+from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 
 A100 = {
@@ -22,23 +22,8 @@ A100 = {
 
 
 @pytest.fixture(autouse=True)
-def artifact_dir(settings, tmp_path):
-    """Each test stores artifacts in a folder of its own."""
-    location = tmp_path / "artifacts"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
-    return location
-
-
-def _artifact(user, content: bytes, name: str):
-    return catalog_services.artifact_store(
-        user=user, upload=uploaded_file_from_bytes(content, name)
-    )
+def _artifacts_in_tmp(artifact_dir):
+    """Every test here stores artifacts in a folder of its own."""
 
 
 @pytest.fixture
@@ -80,7 +65,7 @@ def make_model_version(db):
             summary="A model to evaluate.",
             visibility=visibility,
         )
-        weights = _artifact(user, safetensors_bytes(number + 1), "model.safetensors")
+        weights = store(user, safetensors_bytes(number + 1), "model.safetensors")
         return catalog_services.version_create(
             user=user,
             model=model,
@@ -100,7 +85,7 @@ def make_benchmark(db):
 
     def _make(user, institution, name: str | None = None, gpu_count: int = 1, **fields):
         number = next(counter)
-        data = _artifact(user, safetensors_bytes(100 + number), "data.safetensors")
+        data = store(user, safetensors_bytes(100 + number), "data.safetensors")
         dataset = catalog_services.dataset_create(
             user=user,
             institution=institution,

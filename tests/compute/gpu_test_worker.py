@@ -9,8 +9,7 @@ TEST_WORKER_NODE_URL, TEST_WORKER_NODE_TOKEN).
 import os
 import time
 
-from celery import Celery
-
+from worker.consumer import consumer_app
 from worker.node_client import NodeClient
 from worker.settings import WorkerSettings
 
@@ -21,14 +20,7 @@ settings = WorkerSettings(
     node_url=os.environ["TEST_WORKER_NODE_URL"],
     node_token=os.environ["TEST_WORKER_NODE_TOKEN"],
 )
-app = Celery("gpu_test_worker", broker=settings.broker_url, set_as_current=False, fixups=[])
-app.conf.update(
-    task_serializer="json",
-    accept_content=["json"],
-    task_ignore_result=True,
-    task_acks_late=True,
-    worker_prefetch_multiplier=1,
-)
+app = consumer_app("gpu_test_worker", settings.broker_url)
 
 
 @app.task(name="worker.run_job")

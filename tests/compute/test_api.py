@@ -9,7 +9,8 @@ from apps.accounts.services import api_token_create
 from apps.catalog.models import Visibility
 from apps.compute import services
 from apps.compute.models import ComputeNode, ComputeRequest, Job, JobResult
-from tests.compute.conftest import A100, _artifact
+from tests.catalog.conftest import store
+from tests.compute.conftest import A100
 
 
 @pytest.fixture
@@ -439,7 +440,7 @@ class TestWorkerApi:
         assert worker.get(model_file["url"]).status_code == 409
 
     def test_a_node_reads_only_its_jobs_files(self, worker, dispatched, member):
-        other = _artifact(member, b"not part of the job", "notes.txt")
+        other = store(member, b"not part of the job", "notes.txt")
         worker.post(f"/api/v1/worker/jobs/{dispatched.pk}/claim", {"attempt": 1}, format="json")
         url = f"/api/v1/worker/jobs/{dispatched.pk}/files/{other.sha256}?attempt=1"
         assert worker.get(url).status_code == 404

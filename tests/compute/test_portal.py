@@ -7,6 +7,7 @@ from decimal import Decimal
 from html import unescape
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -593,7 +594,8 @@ class TestNodes:
 
         assert services.node_authenticate(secret=new) == node
         assert new != old
-        assert ComputeNode.objects.filter(token_hash=services.node_token_hash(old)).count() == 0
+        with pytest.raises(PermissionDenied):
+            services.node_authenticate(secret=old)
         assert new not in page(client.get(response["Location"]))
 
     def test_members_and_outsiders_cannot_manage_a_node(self, client, member, outsider, gpu_node):

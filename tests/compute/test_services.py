@@ -20,8 +20,9 @@ from apps.compute.models import (
     Job,
     JobResult,
 )
+from tests.catalog.conftest import store
 from tests.catalog.samples import pickle_bytes
-from tests.compute.conftest import A100, _artifact
+from tests.compute.conftest import A100
 
 
 def _run(job: Job, node, *, seconds: float = 0) -> Job:
@@ -50,7 +51,7 @@ class TestSubmission:
             submit_job(member, model_version=draft)
 
     def test_a_pickle_model_is_never_queued(self, member, institution, submit_job, model_version):
-        unsafe = _artifact(member, pickle_bytes(), "model.pt")
+        unsafe = store(member, pickle_bytes(), "model.pt")
         version = catalog_services.version_create(
             user=member,
             model=model_version.model,

@@ -13,9 +13,9 @@ from dataclasses import dataclass
 import pytest
 
 from apps.catalog import services as catalog_services
-from apps.catalog.uploads import uploaded_file_from_bytes
 from apps.compute import services
 from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk, JobResult
+from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import REPO, WorkerProcess, start_worker_process, wait_for
 from worker.consumer import Heartbeat, RunningAttempts
@@ -30,17 +30,8 @@ DATA_BYTES = safetensors_bytes(64)
 
 
 @pytest.fixture(autouse=True)
-def artifact_dir(settings, tmp_path):
-    """Each test stores artifacts in a folder of its own."""
-    location = tmp_path / "artifacts"
-    settings.STORAGES = {
-        **settings.STORAGES,
-        "artifacts": {
-            "BACKEND": "django.core.files.storage.FileSystemStorage",
-            "OPTIONS": {"location": location},
-        },
-    }
-    return location
+def _artifacts_in_tmp(artifact_dir):
+    """Every test here stores artifacts in a folder of its own."""
 
 
 @pytest.fixture(autouse=True)
@@ -49,19 +40,13 @@ def _fast_heartbeats(settings):
     settings.COMPUTE_HEARTBEAT_SECONDS = 1
 
 
-def _artifact(user, content: bytes, name: str):
-    return catalog_services.artifact_store(
-        user=user, upload=uploaded_file_from_bytes(content, name)
-    )
-
-
 @pytest.fixture
 def model_version(member, institution):
     model = catalog_services.model_create(
         user=member, institution=institution, name="Aurora", slug="aurora", license="MIT",
         summary="A model to evaluate.",
     )  # fmt: skip
-    weights = _artifact(member, MODEL_BYTES, "model.safetensors")
+    weights = store(member, MODEL_BYTES, "model.safetensors")
     return catalog_services.version_create(
         user=member, model=model, label="1.0", publish=True,
         files=[("model.safetensors", weights.sha256)],
@@ -71,7 +56,7 @@ def model_version(member, institution):
 @pytest.fixture
 def make_benchmark(member, institution):
     """make_benchmark(evaluator="smoke", config={}): a CPU-only benchmark over one data file."""
-    data = _artifact(member, DATA_BYTES, "data.safetensors")
+    data = store(member, DATA_BYTES, "data.safetensors")
     dataset = catalog_services.dataset_create(
         user=member, institution=institution, name="Pool data", slug="pool-data",
         license="CC-BY-4.0", files=[("data.safetensors", data.sha256)],
