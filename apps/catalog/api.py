@@ -25,6 +25,8 @@ from apps.catalog import selectors, services
 from apps.catalog.bibtex import papers_to_bibtex
 from apps.catalog.downloads import artifact_response
 from apps.catalog.models import (
+    MAX_MEMORY_LIMIT_MB,
+    MIN_MEMORY_LIMIT_MB,
     Artifact,
     Benchmark,
     Comment,
@@ -675,6 +677,7 @@ class BenchmarkOutput(RecordOutput):
     gpu_count = serializers.IntegerField()
     gpu_memory_gb = serializers.IntegerField()
     time_limit_minutes = serializers.IntegerField()
+    memory_limit_mb = serializers.IntegerField()
     tags = serializers.SerializerMethodField()
 
     def get_tags(self, benchmark: Benchmark) -> list[str]:
@@ -695,6 +698,9 @@ class BenchmarkCreateInput(StrictSerializer):
     gpu_memory_gb = serializers.IntegerField(min_value=0, max_value=4096, required=False)
     time_limit_minutes = serializers.IntegerField(
         min_value=1, max_value=7 * 24 * 60, required=False
+    )
+    memory_limit_mb = serializers.IntegerField(
+        min_value=MIN_MEMORY_LIMIT_MB, max_value=MAX_MEMORY_LIMIT_MB, required=False
     )
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
     tags = TagsField()

@@ -14,7 +14,7 @@ from apps.accounts.models import Institution, User
 from apps.accounts.selectors import institution_list
 from apps.accounts.validators import normalize_orcid
 from apps.catalog import selectors
-from apps.catalog.models import Dataset, Visibility
+from apps.catalog.models import MAX_MEMORY_LIMIT_MB, MIN_MEMORY_LIMIT_MB, Dataset, Visibility
 from apps.catalog.services import COMMENT_MAX_LENGTH, AuthorInput
 from apps.catalog.validators import normalize_arxiv_id, normalize_doi
 from worker.evaluators import evaluator_specs
@@ -340,6 +340,13 @@ class BenchmarkForm(PublishingForm):
     )
     time_limit_minutes = forms.IntegerField(
         label="Time limit (minutes)", min_value=1, max_value=7 * 24 * 60, initial=60
+    )
+    memory_limit_mb = forms.IntegerField(
+        label="Memory limit (MiB)",
+        min_value=MIN_MEMORY_LIMIT_MB,
+        max_value=MAX_MEMORY_LIMIT_MB,
+        initial=8192,
+        help_text="Host memory one evaluation may use; the worker stops it beyond this.",
     )
     tags = TagsField()
     visibility = visibility_field()

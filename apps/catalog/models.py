@@ -7,11 +7,15 @@ it up to date on every write, and selectors.search reads it.
 """
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 
 from apps.accounts.models import Institution
 from apps.catalog.validators import validate_arxiv_id, validate_doi, validate_spdx_license
+
+MIN_MEMORY_LIMIT_MB = 64
+MAX_MEMORY_LIMIT_MB = 4 * 1024 * 1024
 
 
 class Visibility(models.TextChoices):
@@ -119,6 +123,11 @@ class Benchmark(CatalogRecord):
     gpu_count = models.PositiveSmallIntegerField(default=0)
     gpu_memory_gb = models.PositiveSmallIntegerField(default=0)
     time_limit_minutes = models.PositiveIntegerField(default=60)
+    # Host memory one evaluation may use (its whole process tree); the worker stops it beyond.
+    memory_limit_mb = models.PositiveIntegerField(
+        default=8192,
+        validators=[MinValueValidator(MIN_MEMORY_LIMIT_MB), MaxValueValidator(MAX_MEMORY_LIMIT_MB)],
+    )
     tags = models.ManyToManyField(Tag, blank=True, related_name="benchmarks")
 
     class Meta:

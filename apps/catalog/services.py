@@ -633,6 +633,7 @@ def benchmark_create(
     gpu_count: int = 0,
     gpu_memory_gb: int = 0,
     time_limit_minutes: int = 60,
+    memory_limit_mb: int = 8192,
     visibility: str = Visibility.PUBLIC,
     tags: Sequence[str] = (),
 ) -> Benchmark:
@@ -655,6 +656,7 @@ def benchmark_create(
         gpu_count=gpu_count,
         gpu_memory_gb=gpu_memory_gb,
         time_limit_minutes=time_limit_minutes,
+        memory_limit_mb=memory_limit_mb,
         visibility=visibility,
     )
     benchmark.full_clean()

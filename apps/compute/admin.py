@@ -20,8 +20,8 @@ from apps.compute.models import (
     ComputeRequest,
     Job,
     JobEvent,
-    JobResult,
 )
+from apps.evaluations.models import Result
 
 
 class RejectForm(forms.Form):
@@ -312,8 +312,8 @@ class JobEventInline(ReadOnlyInline):
     readonly_fields = fields
 
 
-class JobResultInline(ReadOnlyInline):
-    model = JobResult
+class ResultInline(ReadOnlyInline):
+    model = Result
     fields = ("attempt", "metrics", "provenance", "created_at")
     readonly_fields = fields
 
@@ -335,7 +335,7 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ("model_version__model", "benchmark", "institution", "node__institution")
     search_fields = ("model_version__model__name", "benchmark__name", "submitter__username")
     readonly_fields = [field.name for field in Job._meta.fields]
-    inlines = [JobEventInline, JobResultInline]
+    inlines = [JobEventInline, ResultInline]
     actions = ["cancel", "set_priority"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

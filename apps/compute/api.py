@@ -753,6 +753,7 @@ class WorkerClaimApi(WorkerApi):
                 ],
                 "time_limit_seconds": job.time_limit_minutes * 60,
                 "gpu_memory_gb": job.gpu_memory_gb,
+                "memory_limit_mb": benchmark.memory_limit_mb,
                 "model": {
                     "id": version.model_id,
                     "name": version.model.name,

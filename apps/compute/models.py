@@ -329,17 +329,3 @@ class JobLogChunk(models.Model):
 
     def __str__(self) -> str:
         return f"job {self.job_id} attempt {self.attempt} @{self.offset}"
-
-
-class JobResult(models.Model):
-    """The metrics of the attempt that succeeded. One per job: a repeated or late post never
-    adds a second."""
-
-    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
-    attempt = models.PositiveSmallIntegerField()
-    metrics = models.JSONField()
-    provenance = models.JSONField(default=dict, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-
-    def __str__(self) -> str:
-        return f"result of job {self.job_id} (attempt {self.attempt})"

@@ -38,8 +38,9 @@ from apps.compute.models import (
     Job,
     JobEvent,
     JobLogChunk,
-    JobResult,
 )
+from apps.evaluations import services as evaluation_services
+from apps.evaluations.models import Result
 from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 
 NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
@@ -944,20 +945,20 @@ def job_result_post(
     attempt: int,
     metrics: dict[str, Any],
     provenance: dict[str, Any],
-) -> tuple[JobResult, bool]:
+) -> tuple[Result, bool]:
     """Stores the attempt's result and ends the job. Idempotent: posting the same attempt's
     result again returns the stored one (created=False); any other attempt is refused."""
-    existing = JobResult.objects.filter(job_id=job_id, job__node=node).first()
+    existing = Result.objects.filter(job_id=job_id, job__node=node).first()
     if existing is not None:
         if existing.attempt == attempt:
             return existing, False
         raise JobConflict(f"Job {job_id} already has a result, from attempt {existing.attempt}.")
     job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
     _check_metrics(job, metrics)
-    result = JobResult.objects.create(
+    _finish(job, Job.State.SUCCEEDED, now=timezone.now(), charge=True)
+    result = evaluation_services.result_record(
         job=job, attempt=attempt, metrics=metrics, provenance=provenance
     )
-    _finish(job, Job.State.SUCCEEDED, now=timezone.now(), charge=True)
     return result, True
 
 

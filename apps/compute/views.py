@@ -29,7 +29,8 @@ from apps.compute.forms import (
     manageable_institutions,
     request_review_form,
 )
-from apps.compute.models import ComputeNode, ComputeRequest, Job, JobResult
+from apps.compute.models import ComputeNode, ComputeRequest, Job
+from apps.evaluations.models import Result
 
 PAGE_SIZE = 25
 HISTORY_SIZE = 20
@@ -133,8 +134,8 @@ def _job_page(
     user = request.user
     details = selectors.user_can_see_job_details(user=user, job=job)
     try:
-        result: JobResult | None = job.result
-    except JobResult.DoesNotExist:
+        result: Result | None = job.result
+    except Result.DoesNotExist:
         result = None
     can_cancel = (
         job.is_active

@@ -10,6 +10,7 @@ api_v1 = [
     path("", include("apps.accounts.api_urls")),
     path("", include("apps.catalog.api_urls")),
     path("", include("apps.compute.api_urls")),
+    path("", include("apps.evaluations.api_urls")),
 ]
 
 urlpatterns = [
@@ -17,6 +18,7 @@ urlpatterns = [
     path("", include("apps.accounts.urls")),
     path("", include("apps.catalog.urls")),
     path("", include("apps.compute.urls")),
+    path("", include("apps.evaluations.urls")),
     path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(

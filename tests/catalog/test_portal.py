@@ -568,6 +568,7 @@ def test_the_benchmark_form_explains_invalid_json_and_metrics(client, member, in
         "gpu_count": 1,
         "gpu_memory_gb": 16,
         "time_limit_minutes": 30,
+        "memory_limit_mb": 2048,
         "visibility": Visibility.PUBLIC,
     }
 

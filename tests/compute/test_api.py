@@ -8,7 +8,8 @@ from rest_framework.test import APIClient
 from apps.accounts.services import api_token_create
 from apps.catalog.models import Visibility
 from apps.compute import services
-from apps.compute.models import ComputeNode, ComputeRequest, Job, JobResult
+from apps.compute.models import ComputeNode, ComputeRequest, Job
+from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.compute.conftest import A100
 
@@ -432,7 +433,7 @@ class TestWorkerApi:
         first = worker.post(f"/api/v1/worker/jobs/{job.pk}/result", result, format="json")
         again = worker.post(f"/api/v1/worker/jobs/{job.pk}/result", result, format="json")
         assert (first.status_code, again.status_code) == (201, 200)
-        assert JobResult.objects.get().provenance == {"host": "gpu-api"}
+        assert Result.objects.get().provenance == {"host": "gpu-api"}
         job.refresh_from_db()
         assert job.state == Job.State.SUCCEEDED
 
@@ -493,7 +494,7 @@ class TestWorkerApi:
             content_type="application/json",
         )
         assert response.status_code == 400
-        assert not JobResult.objects.exists()
+        assert not Result.objects.exists()
 
     def test_a_result_without_numbers_is_refused_and_the_job_keeps_running(
         self, worker, dispatched
@@ -507,4 +508,4 @@ class TestWorkerApi:
         assert response.status_code == 400
         dispatched.refresh_from_db()
         assert dispatched.state == Job.State.RUNNING
-        assert not JobResult.objects.exists()
+        assert not Result.objects.exists()

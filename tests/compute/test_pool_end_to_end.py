@@ -12,8 +12,9 @@ import redis
 
 from apps.catalog import services as catalog_services
 from apps.compute import services
-from apps.compute.models import DeviceAssignment, Job, JobResult
+from apps.compute.models import DeviceAssignment, Job
 from apps.compute.tasks import jobs_dispatch_task
+from apps.evaluations.models import Result
 from tests.compute.conftest import A100
 from tests.conftest import REPO, start_worker_process, wait_for
 
@@ -86,7 +87,7 @@ def test_a_gpu_job_runs_through_the_dispatcher_and_a_node_worker_and_is_debited(
     job.refresh_from_db()
     allocation.refresh_from_db()
     assert job.node == node and job.attempt == 1
-    assert JobResult.objects.get(job=job).metrics == {"files": 2}
+    assert Result.objects.get(job=job).metrics == {"files": 2}
     assert 1 <= job.gpu_seconds <= 10 and job.charged
     assert allocation.used_gpu_seconds == job.gpu_seconds
     assert not DeviceAssignment.objects.exists()
@@ -121,7 +122,7 @@ def test_a_worker_killed_mid_job_is_requeued_and_the_job_completes_exactly_once(
     job.refresh_from_db()
     assert job.state == Job.State.SUCCEEDED, job.failure_reason
     assert job.attempt == 2
-    assert list(JobResult.objects.filter(job=job).values_list("attempt", flat=True)) == [2]
+    assert list(Result.objects.filter(job=job).values_list("attempt", flat=True)) == [2]
     assert "lease expired" in job.events.filter(attempt=1).last().message
     assert not DeviceAssignment.objects.exists()
 
@@ -159,6 +160,6 @@ def test_jobs_dispatched_before_the_broker_was_flushed_all_complete(
         worker.stop()
     states = Job.objects.filter(pk__in=[job.pk for job in jobs]).values_list("state", flat=True)
     assert list(states) == [Job.State.SUCCEEDED] * 3
-    assert JobResult.objects.filter(job__in=jobs).count() == 3
+    assert Result.objects.filter(job__in=jobs).count() == 3
     lost = Job.objects.filter(pk__in=[job.pk for job in jobs], attempt=2)
     assert lost.count() == 2  # the two whose messages were flushed ran as second attempts

@@ -18,8 +18,8 @@ from apps.compute.models import (
     DeviceAssignment,
     InstitutionUsage,
     Job,
-    JobResult,
 )
+from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.catalog.samples import pickle_bytes
 from tests.compute.conftest import A100
@@ -202,7 +202,7 @@ class TestLifecycle:
         )
         assert not created
         assert again == first and again.metrics == {"files": 2}
-        assert JobResult.objects.count() == 1
+        assert Result.objects.count() == 1
 
     def test_a_superseded_attempt_cannot_claim_log_or_post(
         self, member, submit_job, gpu_node, settings
@@ -222,7 +222,7 @@ class TestLifecycle:
         ):
             with pytest.raises(services.JobConflict, match="superseded"):
                 call()
-        assert not JobResult.objects.exists()
+        assert not Result.objects.exists()
 
     def test_another_nodes_token_cannot_touch_the_job(
         self, member, submit_job, gpu_node, other_institution, outsider

@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "apps.accounts",
     "apps.catalog",
     "apps.compute",
+    "apps.evaluations",
     "apps.portal",
 ]
 

@@ -1,0 +1,178 @@
+"""REST endpoints of evaluation results: the results a viewer may see, one with its whole
+provenance, and each benchmark's leaderboard."""
+
+from typing import Any
+
+import django_filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
+from rest_framework import generics, serializers
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.reverse import reverse
+from rest_framework.views import APIView
+
+from apps.accounts.models import Institution
+from apps.catalog import selectors as catalog_selectors
+from apps.evaluations import selectors
+from apps.evaluations.models import Result
+
+
+class ResultModelOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="model_version.model_id")
+    name = serializers.CharField(source="model_version.model.name")
+    institution = serializers.SlugField(source="model_version.model.institution.slug")
+    version = serializers.CharField(source="model_version.label")
+    version_id = serializers.IntegerField(source="model_version_id")
+
+
+class ResultBenchmarkOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="benchmark_id")
+    name = serializers.CharField(source="benchmark.name")
+    institution = serializers.SlugField(source="benchmark.institution.slug")
+
+
+class ResultOutput(serializers.ModelSerializer):
+    model = ResultModelOutput(source="*")
+    benchmark = ResultBenchmarkOutput(source="*")
+    institution = serializers.SlugField(
+        source="institution.slug", help_text="The institution that paid for the evaluation."
+    )
+    node = serializers.SerializerMethodField()
+    provenance = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Result
+        fields = [
+            "id",
+            "job",
+            "attempt",
+            "model",
+            "benchmark",
+            "institution",
+            "node",
+            "metrics",
+            "provenance",
+            "gpu_seconds",
+            "started_at",
+            "finished_at",
+            "created_at",
+        ]
+
+    def get_node(self, result: Result) -> str | None:
+        return result.node.name if result.node else None
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_provenance(self, result: Result) -> dict[str, Any]:
+        return selectors.result_provenance(result)
+
+
+class ResultDetailOutput(ResultOutput):
+    logs = serializers.SerializerMethodField(
+        help_text="The job's log endpoint, for those who may read it (the job's institution)."
+    )
+
+    class Meta(ResultOutput.Meta):
+        fields = [*ResultOutput.Meta.fields, "logs"]
+
+    def get_logs(self, result: Result) -> str | None:
+        request = self.context["request"]
+        if not selectors.user_sees_logs(user=request.user, result=result):
+            return None
+        url = reverse("job-logs", kwargs={"job_id": result.job_id}, request=request)
+        return f"{url}?attempt={result.attempt}"
+
+
+class ResultFilter(django_filters.FilterSet):
+    benchmark = django_filters.NumberFilter(field_name="benchmark_id")
+    model = django_filters.NumberFilter(field_name="model_version__model_id")
+    model_version = django_filters.NumberFilter(field_name="model_version_id")
+    institution = django_filters.CharFilter(
+        field_name="institution__slug", help_text="The institution that paid for the evaluation."
+    )
+    model_institution = django_filters.CharFilter(
+        field_name="model_version__model__institution__slug",
+        help_text="The institution that publishes the model.",
+    )
+    node = django_filters.NumberFilter(field_name="node_id")
+
+    class Meta:
+        model = Result
+        fields = ["benchmark", "model", "model_version", "institution", "model_institution", "node"]
+
+
+@extend_schema_view(get=extend_schema(summary="List evaluation results"))
+class ResultListApi(generics.ListAPIView):
+    serializer_class = ResultOutput
+    filterset_class = ResultFilter
+    ordering_fields = ["created_at", "finished_at", "gpu_seconds"]
+
+    def get_queryset(self):
+        return selectors.result_list(user=self.request.user)
+
+
+class ResultDetailApi(APIView):
+    @extend_schema(responses=ResultDetailOutput, summary="A result with its provenance")
+    def get(self, request: Request, result_id: int) -> Response:
+        result = selectors.result_get(user=request.user, result_id=result_id)
+        return Response(ResultDetailOutput(result, context={"request": request}).data)
+
+
+class LeaderboardEntryOutput(serializers.Serializer):
+    rank = serializers.IntegerField(
+        allow_null=True, help_text="Empty where the version's results lack the metric."
+    )
+    score = serializers.FloatField(allow_null=True)
+    runs = serializers.IntegerField(help_text="Visible results of this version here.")
+    result = ResultOutput()
+
+
+class LeaderboardOutput(serializers.Serializer):
+    benchmark = serializers.IntegerField(source="benchmark.pk")
+    metric = serializers.CharField(source="metric.name")
+    higher_is_better = serializers.BooleanField(source="metric.higher_is_better")
+    metrics = serializers.ListField(child=serializers.CharField())
+    entries = LeaderboardEntryOutput(many=True)
+
+
+class LeaderboardInput(serializers.Serializer):
+    metric = serializers.CharField(required=False, max_length=64)
+    institution = serializers.SlugField(required=False, max_length=80)
+
+
+class LeaderboardApi(APIView):
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("metric", str, description="Rank by this metric (default: first)."),
+            OpenApiParameter(
+                "institution", str, description="Only models this institution publishes."
+            ),
+        ],
+        responses=LeaderboardOutput,
+        summary="A benchmark's leaderboard: the best result of each model version",
+    )
+    def get(self, request: Request, benchmark_id: int) -> Response:
+        query = LeaderboardInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        benchmark = catalog_selectors.benchmark_get(user=request.user, benchmark_id=benchmark_id)
+        metric = selectors.leaderboard_metric(benchmark, query.validated_data.get("metric"))
+        institution = None
+        if slug := query.validated_data.get("institution"):
+            institution = Institution.objects.filter(slug=slug).first()
+            if institution is None:
+                raise serializers.ValidationError({"institution": f"No institution {slug!r}."})
+        entries = selectors.leaderboard(
+            user=request.user, benchmark=benchmark, metric=metric, institution=institution
+        )
+        body = {
+            "benchmark": benchmark,
+            "metric": metric,
+            "metrics": [m.name for m in selectors.benchmark_metrics(benchmark)],
+            "entries": entries,
+        }
+        return Response(LeaderboardOutput(body).data)

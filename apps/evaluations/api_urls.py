@@ -1,0 +1,13 @@
+from django.urls import path
+
+from apps.evaluations import api
+
+urlpatterns = [
+    path("results/", api.ResultListApi.as_view(), name="result-list"),
+    path("results/<int:result_id>/", api.ResultDetailApi.as_view(), name="result-detail"),
+    path(
+        "benchmarks/<int:benchmark_id>/leaderboard/",
+        api.LeaderboardApi.as_view(),
+        name="benchmark-leaderboard",
+    ),
+]

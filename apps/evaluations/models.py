@@ -1,0 +1,42 @@
+"""Evaluation results: the metrics of a job's successful attempt and how they were obtained."""
+
+from django.db import models
+
+from apps.accounts.models import Institution
+from apps.catalog.models import Benchmark, ModelVersion
+from apps.compute.models import ComputeNode, Job
+
+
+class Result(models.Model):
+    """The metrics of the attempt that succeeded. One per job: a repeated or late post never
+    adds a second. Model version, benchmark, institution and node are copied from the job so
+    leaderboards read one table."""
+
+    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
+    attempt = models.PositiveSmallIntegerField()
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="results"
+    )
+    benchmark = models.ForeignKey(Benchmark, on_delete=models.PROTECT, related_name="results")
+    # The institution whose allocation paid for the evaluation.
+    institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="results")
+    node = models.ForeignKey(
+        ComputeNode, null=True, blank=True, on_delete=models.SET_NULL, related_name="results"
+    )
+    metrics = models.JSONField()
+    # What the worker reported: digests, evaluator and package versions, devices, seed, times.
+    provenance = models.JSONField(default=dict, blank=True)
+    gpu_seconds = models.FloatField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            models.Index(fields=["benchmark", "created_at"]),
+            models.Index(fields=["model_version", "benchmark"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"result of job {self.job_id} (attempt {self.attempt})"

@@ -1,0 +1,205 @@
+"""Reads of evaluation results, with who-may-see-what applied.
+
+A result is visible to whoever may see both its model and its benchmark (the catalogue's
+public / institution / private rules): a public model on a public benchmark has a public
+result, whoever paid for it. Logs and history stay with the job (its institution and staff).
+"""
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db.models import Q, QuerySet
+from django.http import Http404
+
+from apps.accounts.models import Institution, User
+from apps.catalog import selectors as catalog_selectors
+from apps.catalog.models import Benchmark
+from apps.compute import selectors as compute_selectors
+from apps.evaluations.models import Result
+
+Viewer = catalog_selectors.Viewer
+
+
+def results_visible_to(user: Viewer) -> Q:
+    return catalog_selectors.visible_to(user, "model_version__model__") & (
+        catalog_selectors.visible_to(user, "benchmark__")
+    )
+
+
+def result_list(*, user: Viewer) -> QuerySet[Result]:
+    return (
+        Result.objects.filter(results_visible_to(user))
+        .select_related(
+            "model_version__model__institution",
+            "benchmark__institution",
+            "institution",
+            "node__institution",
+        )
+        .order_by("-created_at", "-id")
+    )
+
+
+def result_get(*, user: Viewer, result_id: int) -> Result:
+    result = result_list(user=user).select_related("job").filter(pk=result_id).first()
+    if result is None:
+        raise Http404("No such result.")
+    return result
+
+
+def result_provenance(result: Result) -> dict[str, Any]:
+    """The whole provenance record: what the worker reported, and what the node itself knows
+    (which node ran it, for which institution, for how long)."""
+    node = result.node
+    return {
+        **result.provenance,
+        "job": result.job_id,
+        "attempt": result.attempt,
+        "node": node.name if node else None,
+        "node_institution": node.institution.slug if node else None,
+        "institution": result.institution.slug,
+        "gpu_seconds": result.gpu_seconds,
+        "started_at": result.started_at.isoformat() if result.started_at else None,
+        "finished_at": result.finished_at.isoformat() if result.finished_at else None,
+    }
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    higher_is_better: bool
+
+
+def benchmark_metrics(benchmark: Benchmark) -> list[Metric]:
+    return [
+        Metric(str(metric["name"]), bool(metric.get("higher_is_better", True)))
+        for metric in benchmark.metrics
+    ]
+
+
+def leaderboard_metric(benchmark: Benchmark, name: str | None) -> Metric:
+    """The metric to rank by: the one named, else the benchmark's first."""
+    metrics = benchmark_metrics(benchmark)
+    if not metrics:
+        raise ValidationError({"metric": "This benchmark declares no metrics to rank by."})
+    if not name:
+        return metrics[0]
+    for metric in metrics:
+        if metric.name == name:
+            return metric
+    names = ", ".join(metric.name for metric in metrics)
+    raise ValidationError({"metric": f"This benchmark ranks by {names}; not by {name!r}."})
+
+
+@dataclass(frozen=True)
+class LeaderboardEntry:
+    rank: int | None  # None: the version's results do not report the metric
+    result: Result  # the version's best result by the metric
+    score: float | None
+    runs: int  # how many visible results the version has on this benchmark
+
+
+def _score(result: Result, metric: Metric) -> float | None:
+    value = result.metrics.get(metric.name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _better(score: float, than: float, metric: Metric) -> bool:
+    return score > than if metric.higher_is_better else score < than
+
+
+def leaderboard(
+    *,
+    user: Viewer,
+    benchmark: Benchmark,
+    metric: Metric,
+    institution: Institution | None = None,
+) -> list[LeaderboardEntry]:
+    """The best visible result of each model version on the benchmark, best first. Equal
+    scores keep the order in which they were reached; `institution` keeps the models it
+    publishes."""
+    results = result_list(user=user).filter(benchmark=benchmark).order_by("created_at", "id")
+    if institution is not None:
+        results = results.filter(model_version__model__institution=institution)
+    best: dict[int, tuple[Result, float | None]] = {}
+    runs: dict[int, int] = defaultdict(int)
+    for result in results:
+        runs[result.model_version_id] += 1
+        score = _score(result, metric)
+        held = best.get(result.model_version_id)
+        if held is None or (
+            score is not None and (held[1] is None or _better(score, held[1], metric))
+        ):
+            best[result.model_version_id] = (result, score)
+    scored: list[tuple[Result, float]] = [
+        (result, score) for result, score in best.values() if score is not None
+    ]
+    # Python's sort is stable: results already in the order they were reached.
+    scored.sort(key=lambda pair: pair[1], reverse=metric.higher_is_better)
+    entries = [
+        LeaderboardEntry(rank, result, score, runs[result.model_version_id])
+        for rank, (result, score) in enumerate(scored, start=1)
+    ]
+    entries += [
+        LeaderboardEntry(None, result, None, runs[result.model_version_id])
+        for result, score in best.values()
+        if score is None
+    ]
+    return entries
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    at: datetime
+    score: float
+    result_id: int
+
+
+@dataclass(frozen=True)
+class ScoreSeries:
+    label: str  # model name and version
+    points: list[ScorePoint]
+
+
+def score_history(
+    *,
+    user: Viewer,
+    benchmark: Benchmark,
+    metric: Metric,
+    institution: Institution | None = None,
+) -> list[ScoreSeries]:
+    """Every visible result's score over time, one series per model version."""
+    results = result_list(user=user).filter(benchmark=benchmark).order_by("created_at", "id")
+    if institution is not None:
+        results = results.filter(model_version__model__institution=institution)
+    series: dict[int, ScoreSeries] = {}
+    for result in results:
+        score = _score(result, metric)
+        if score is None:
+            continue
+        version = result.model_version
+        entry = series.setdefault(
+            version.pk, ScoreSeries(f"{version.model.name} {version.label}", [])
+        )
+        entry.points.append(ScorePoint(result.finished_at or result.created_at, score, result.pk))
+    return list(series.values())
+
+
+def institutions_with_results(*, user: Viewer, benchmark: Benchmark) -> QuerySet[Institution]:
+    """The institutions whose models have visible results on the benchmark (for filters)."""
+    model_institutions = (
+        result_list(user=user)
+        .filter(benchmark=benchmark)
+        .values("model_version__model__institution_id")
+    )
+    return Institution.objects.filter(pk__in=model_institutions).order_by("name")
+
+
+def user_sees_logs(*, user: Viewer, result: Result) -> bool:
+    return isinstance(user, User) and compute_selectors.user_can_see_job_details(
+        user=user, job=result.job
+    )
