@@ -1,5 +1,7 @@
-# One image for the web server, the control-plane worker and beat.
+# One image for the web server, the control-plane worker and beat; built with
+# EXTRAS=[evaluators-gpu] (and lm-eval) it is the GPU worker's image.
 FROM python:3.11-slim
+ARG EXTRAS=""
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -10,7 +12,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY apps ./apps
 COPY worker ./worker
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir ".${EXTRAS}"
 COPY . .
 
 # Static files are collected into the image and served by WhiteNoise.

@@ -43,3 +43,15 @@ def test_compose_runs_the_gpu_worker_on_request_with_its_three_settings():
         "WORKER_NODE_URL",
         "WORKER_NODE_TOKEN",
     }
+
+
+def test_the_gpu_worker_image_installs_the_gpu_evaluators():
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    build_extras = COMPOSE["services"]["gpu-worker"]["build"]["args"]["EXTRAS"]
+    assert build_extras == "[evaluators-gpu]"
+    assert any(pin.startswith("onnxruntime-gpu==") for pin in extras["evaluators-gpu"])
+    assert 'pip install --no-cache-dir ".${EXTRAS}"' in (REPO / "Dockerfile").read_text()

@@ -1,9 +1,11 @@
-"""What an evaluator is given and returns, and the evaluators this worker can run.
+"""What an evaluator is given and returns.
 
-An evaluator is a callable taking an `EvaluationContext` and returning its metrics
-({name: number}). It reads the files the job fetched, writes only under `scratch_dir`, runs on
-the devices `env` names (CUDA_VISIBLE_DEVICES), and returns early by raising `Stopped` once
-`stop` is set: the job was cancelled, requeued, or ran out of time.
+An evaluator is a function taking an `EvaluationContext` and returning its metrics
+({name: number}). It runs inside the job's sandboxed subprocess (`worker.sandbox`): it reads the
+files the job fetched, writes only under `scratch_dir`, runs on the devices `env` names
+(CUDA_VISIBLE_DEVICES is already set in its environment), and records what shaped its figures
+(batch size, seed, execution provider, package versions) in `provenance`. It raises
+`EvaluationError` with a message its user can act on.
 """
 
 import threading
@@ -46,16 +48,30 @@ class EvaluationContext:
     time_limit_seconds: int
     stop: threading.Event = field(default_factory=threading.Event)
     log: Callable[[str], None] = print
+    # Facts the evaluator adds to the result's provenance: batch_size, seed, execution_provider...
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def check_stop(self) -> None:
         if self.stop.is_set():
             raise Stopped()
 
+    def dataset_file(self, filename: str) -> FetchedFile:
+        """The dataset file the benchmark config names, or an error listing the files there are."""
+        for fetched in self.dataset_files:
+            if fetched.filename == filename:
+                return fetched
+        names = ", ".join(sorted(f.filename for f in self.dataset_files)) or "no files"
+        raise EvaluationError(f"The dataset has no file {filename!r} (it has {names}).")
+
+    def model_files_of(self, *formats: str) -> list[FetchedFile]:
+        """The model files in any of these formats, or an error naming the formats expected."""
+        found = [fetched for fetched in self.model_files if fetched.format in formats]
+        if not found:
+            have = ", ".join(sorted({f.format or "unknown" for f in self.model_files})) or "none"
+            raise EvaluationError(
+                f"The model version has no {' or '.join(formats)} file (its formats: {have})."
+            )
+        return found
+
 
 Evaluator = Callable[[EvaluationContext], dict[str, float]]
-
-
-def builtin_evaluators() -> dict[str, Evaluator]:
-    from worker.evaluators.smoke import evaluate as smoke
-
-    return {"smoke": smoke}

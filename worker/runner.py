@@ -1,13 +1,10 @@
 """One claimed attempt of a job, from its files to its result.
 
 `JobRun` fetches the files into the cache, lays them out in a fresh scratch directory, runs the
-evaluator and reports back. The evaluator runs in this process for now: `run_evaluator` is the
-one step a sandboxed subprocess replaces.
+evaluator in a sandboxed subprocess (`worker.sandbox`) and reports back.
 """
 
 import logging
-import math
-import numbers
 import shutil
 import socket
 import sys
@@ -21,16 +18,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from worker.evaluation import (
-    EvaluationContext,
-    EvaluationError,
-    Evaluator,
-    FetchedFile,
-    Stopped,
-)
+from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile, Stopped
+from worker.evaluators import EvaluatorSpec
 from worker.file_cache import FileCache
 from worker.inventory import Inventory
 from worker.node_client import NodeClient, NodeError, NodeUnavailable, StaleAttempt
+from worker.sandbox import checked_metrics, run_sandboxed
 
 logger = logging.getLogger(__name__)
 
@@ -134,24 +127,14 @@ class LogStream:
         self.flush()
 
 
-def _checked_metrics(metrics: Any) -> dict[str, int | float]:
-    """The evaluator's metrics as JSON numbers (numpy scalars included)."""
-    if not isinstance(metrics, dict) or not metrics:
-        raise EvaluationError(f"The evaluator returned {metrics!r}, not metrics {{name: number}}.")
-    checked: dict[str, int | float] = {}
-    for name, value in metrics.items():
-        if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise EvaluationError(f"Metric {name!r} is not a number: {value!r}.")
-        if not math.isfinite(value):
-            raise EvaluationError(f"Metric {name!r} is {value!r}: not a finite number.")
-        checked[str(name)] = int(value) if isinstance(value, numbers.Integral) else float(value)
-    return checked
-
-
 def _checked_filename(filename: str) -> str:
     if not filename or filename in (".", "..") or Path(filename).name != filename:
         raise EvaluationError(f"Refusing the file name {filename!r}: not a plain file name.")
     return filename
+
+
+def _pickled_files(model: dict[str, Any]) -> list[str]:
+    return [str(file["filename"]) for file in model["files"] if file.get("format") == "pickle"]
 
 
 class JobRun:
@@ -164,7 +147,7 @@ class JobRun:
         client: NodeClient,
         cache: FileCache,
         spec: dict[str, Any],
-        evaluators: dict[str, Evaluator],
+        specs: dict[str, EvaluatorSpec],
         inventory: Inventory,
         stop: threading.Event,
         scratch_root: Path | None = None,
@@ -174,13 +157,16 @@ class JobRun:
         self.spec = spec
         self.job = int(spec["job"])
         self.attempt = int(spec["attempt"])
-        self.evaluators = evaluators
+        self.specs = specs
         self.inventory = inventory
         self.stop = stop
         self.scratch_root = scratch_root
         self.evaluator_name = str(spec["benchmark"]["evaluator"])
         self.gpu_indices = [int(index) for index in spec.get("gpu_indices", [])]
         self.time_limit_seconds = int(spec.get("time_limit_seconds") or 0)
+        self.memory_limit_mb = int(spec.get("memory_limit_mb") or 0)
+        # What the sandbox reported about the evaluation: evaluator version, packages, network...
+        self.evaluation_provenance: dict[str, Any] = {}
         self.timed_out = False
         self._scratch: Path | None = None
         self.model_files: list[FetchedFile] = []
@@ -216,15 +202,23 @@ class JobRun:
         try:
             devices = ", ".join(self.spec.get("devices", []))
             self.log(f"attempt {self.attempt} on {socket.gethostname()}: {devices}")
-            evaluator = self.evaluators.get(self.evaluator_name)
-            if evaluator is None:
+            evaluator = self.specs.get(self.evaluator_name)
+            pickled = _pickled_files(self.spec["model"])
+            if pickled:
+                failure = (
+                    "failed",
+                    f"Refusing the model file(s) {', '.join(pickled)}: pickle files run code when "
+                    "loaded, and the pool never evaluates them. Publish the weights as "
+                    "safetensors, ONNX or GGUF.",
+                )
+            elif evaluator is None:
                 failure = (
                     "failed",
                     f"evaluator {self.evaluator_name} is not installed on this worker",
                 )
             else:
                 self.fetch_files()
-                metrics = _checked_metrics(self.run_evaluator(evaluator))
+                metrics = checked_metrics(self.run_evaluator(evaluator))
                 # An evaluation that finished as its time ran out still has its result.
                 if self.stop.is_set() and not self.timed_out:
                     raise Stopped()
@@ -333,13 +327,17 @@ class JobRun:
             log=self.log,
         )
 
-    def run_evaluator(self, evaluator: Evaluator) -> dict[str, Any]:
-        return evaluator(self.context())
+    def run_evaluator(self, evaluator: EvaluatorSpec) -> dict[str, Any]:
+        outcome = run_sandboxed(evaluator, self.context(), memory_limit_mb=self.memory_limit_mb)
+        self.evaluation_provenance = outcome.provenance
+        return outcome.metrics
 
     def provenance(self, started_at: str) -> dict[str, Any]:
         gpus_by_index = {gpu.index: gpu for gpu in self.inventory.gpus}
         assigned = [gpus_by_index[i] for i in self.gpu_indices if i in gpus_by_index]
+        # The worker's own facts win over anything the evaluator wrote under the same name.
         return {
+            **self.evaluation_provenance,
             "worker_version": worker_version(),
             "python": sys.version.split()[0],
             "host": socket.gethostname(),

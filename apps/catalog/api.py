@@ -87,7 +87,15 @@ class VersionOutput(serializers.ModelSerializer):
 
     class Meta:
         model = ModelVersion
-        fields = ["label", "release_notes", "is_published", "published_at", "created_at", "files"]
+        fields = [
+            "id",
+            "label",
+            "release_notes",
+            "is_published",
+            "published_at",
+            "created_at",
+            "files",
+        ]
 
 
 class LinkOutput(serializers.Serializer):

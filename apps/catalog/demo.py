@@ -1,15 +1,19 @@
-"""The demo node's catalogue: well-known papers, a sentence-similarity dataset and benchmark, and
-models with real (small) weight files, published through the services like any researcher's."""
+"""The demo node's catalogue: well-known papers, a sentence-similarity dataset and benchmark, the
+all-MiniLM-L6-v2 encoder as ONNX, and two small encoder heads, published through the services
+like any researcher's."""
 
 import json
 import random
 import struct
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from apps.accounts.models import Institution, User
 from apps.catalog import services
 from apps.catalog.models import Paper, ResearchModel, Visibility
 from apps.catalog.uploads import uploaded_file_from_bytes
+from apps.evaluations.samples import sentences
 
 PAPERS: list[dict[str, Any]] = [
     {
@@ -54,17 +58,16 @@ PAPERS: list[dict[str, Any]] = [
     },
 ]
 
-# Sentence pairs with similarity judgements on the STS scale (0 = unrelated, 5 = same meaning).
-SIMILARITY_PAIRS = [
-    ("A man is playing a guitar.", "A person plays an acoustic guitar.", 4.6),
-    ("A cat sleeps on the sofa.", "A kitten is napping on a couch.", 4.4),
-    ("The committee approved the budget.", "The budget was rejected by the board.", 1.2),
-    ("Two children are running in a park.", "Kids run across the grass.", 4.0),
-    ("The train leaves at noon.", "A chef slices onions.", 0.0),
-    ("She is reading a book in the library.", "A woman reads in a library.", 4.5),
-    ("The stock market fell sharply today.", "Share prices dropped steeply.", 4.2),
-    ("A dog catches a frisbee.", "The weather is cold in winter.", 0.1),
-]
+MINILM_SLUG = "all-minilm-l6-v2-int8"
+MINILM_CARD = """# all-MiniLM-L6-v2 (int8 ONNX)
+
+Sentence-Transformers' all-MiniLM-L6-v2 encoder exported to ONNX with int8 weights. Feed
+`input_ids`, `attention_mask` and `token_type_ids` from its WordPiece tokenizer; mean-pool
+`last_hidden_state` over the attention mask for a 384-dimensional sentence embedding.
+
+## Intended use
+Semantic similarity and search; evaluated here on the Everyday STS benchmark.
+"""
 
 MODEL_CARD = """# {name}
 
@@ -126,23 +129,25 @@ def catalog_demo_load(*, institutions: dict[str, Institution], users: dict[str, 
             )
         papers[entry["key"]] = paper
 
-    if ResearchModel.objects.filter(institution=rheinau, slug="minilm-projection").exists():
+    if ResearchModel.objects.filter(institution=rheinau, slug=MINILM_SLUG).exists():
         return
 
-    pairs = "".join(
-        json.dumps({"sentence1": first, "sentence2": second, "score": score}) + "\n"
-        for first, second, score in SIMILARITY_PAIRS
-    ).encode()
-    pairs_file = _store(lena, pairs, "pairs.jsonl")
+    with tempfile.TemporaryDirectory() as folder:
+        pairs_path = sentences.write_sts_pairs(Path(folder))
+        pairs_file = _store(lena, pairs_path.read_bytes(), pairs_path.name)
+    tokenizer = _store(lena, sentences.minilm_tokenizer_path().read_bytes(), "tokenizer.json")
     dataset = services.dataset_create(
         user=lena,
         institution=rheinau,
         name="Everyday sentence similarity (STS scale)",
         slug="everyday-sts",
         license="CC-BY-4.0",
-        description="English sentence pairs with similarity judgements from 0 to 5.",
+        description=(
+            "English sentence pairs with similarity judgements from 0 to 5, and the WordPiece "
+            "tokenizer of the MiniLM family (`tokenizer.json`)."
+        ),
         tags=["nlp", "sentence-similarity"],
-        files=[("pairs.jsonl", pairs_file.sha256)],
+        files=[(pairs_path.name, pairs_file.sha256), ("tokenizer.json", tokenizer.sha256)],
     )
     benchmark = services.benchmark_create(
         user=lena,
@@ -153,18 +158,37 @@ def catalog_demo_load(*, institutions: dict[str, Institution], users: dict[str, 
         dataset=dataset,
         metrics=[{"name": "spearman", "higher_is_better": True}],
         evaluator="embedding-similarity",
-        evaluator_config={"pairs_file": "pairs.jsonl", "tokenizer_file": "tokenizer.json"},
+        evaluator_config={"pairs_file": pairs_path.name, "tokenizer_file": "tokenizer.json"},
         description="Cosine similarity of sentence embeddings against the gold scores.",
         time_limit_minutes=10,
         tags=["nlp"],
     )
     papers["reimers2019sentence"].benchmarks.add(benchmark)
 
+    minilm = services.model_create(
+        user=lena,
+        institution=rheinau,
+        name="all-MiniLM-L6-v2 (int8 ONNX)",
+        slug=MINILM_SLUG,
+        summary="A six-layer sentence encoder (384 dimensions), quantised to int8 for CPUs.",
+        card=MINILM_CARD,
+        license="Apache-2.0",
+        task="sentence-similarity",
+        tags=["nlp", "embeddings", "onnx"],
+        paper_ids=[papers["reimers2019sentence"].pk],
+        benchmark_ids=[benchmark.pk],
+    )
+    encoder = _store(lena, sentences.minilm_model_path().read_bytes(), "model.onnx")
+    services.version_create(
+        user=lena,
+        model=minilm,
+        label="1.0",
+        release_notes="int8 weights, ONNX opset of the export.",
+        files=[("model.onnx", encoder.sha256)],
+        publish=True,
+    )
+
     for user, institution, slug, name, summary, visibility, seed in [
-        (
-            lena, rheinau, "minilm-projection", "MiniLM projection head",
-            "A 384-to-128 projection for MiniLM sentence embeddings.", Visibility.PUBLIC, 1,
-        ),
         (
             ada, northbridge, "tiny-encoder", "Tiny sentence encoder",
             "A compact encoder head for on-device similarity search.", Visibility.PUBLIC, 2,

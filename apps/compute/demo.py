@@ -15,6 +15,7 @@ from apps.compute import services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest
 
 DEMO_NODE = "local-cpu"
+DEMO_CPU_SLOTS = 2
 
 
 def worker_env_path() -> Path:
@@ -46,6 +47,12 @@ def compute_demo_load(
         )
     else:
         token = services.node_token_rotate(user=users["maria"], node=node)
+    if node.registered_at is None:
+        # What the Procfile's worker (--cpu-slots 2) registers when it starts, so the demo can
+        # queue its first evaluations before the worker is up; the worker's own report replaces it.
+        node = services.node_register(
+            node=node, gpus=[], cpu_slots=DEMO_CPU_SLOTS, host_info={"cpu_count": DEMO_CPU_SLOTS}
+        )
 
     if not Benchmark.objects.filter(institution=rheinau, slug="pool-check").exists():
         catalog_services.benchmark_create(

@@ -42,9 +42,9 @@ from apps.compute.models import (
 from apps.evaluations import services as evaluation_services
 from apps.evaluations.models import Result
 from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
+from worker.protocol import RUN_JOB_TASK, run_job_task_id
 
 NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
-RUN_JOB_TASK = "worker.run_job"
 DISPATCH_PENDING_KEY = "compute:dispatch-queued"
 NODE_MANAGERS_ONLY = "Only this institution's admins can manage its compute nodes."
 
@@ -637,10 +637,6 @@ def _revoke(job: Job, attempt: int) -> None:
 
     task_id = run_job_task_id(job.pk, attempt)
     transaction.on_commit(lambda: app.control.revoke(task_id))
-
-
-def run_job_task_id(job_id: int, attempt: int) -> str:
-    return f"job-{job_id}-attempt-{attempt}"
 
 
 @transaction.atomic

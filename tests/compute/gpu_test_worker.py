@@ -11,6 +11,7 @@ import time
 
 from worker.consumer import consumer_app
 from worker.node_client import NodeClient
+from worker.protocol import RUN_JOB_TASK
 from worker.settings import WorkerSettings
 
 RUN_SECONDS = 1.5
@@ -23,7 +24,7 @@ settings = WorkerSettings(
 app = consumer_app("gpu_test_worker", settings.broker_url)
 
 
-@app.task(name="worker.run_job")
+@app.task(name=RUN_JOB_TASK)
 def run_job(job: int, attempt: int) -> str:
     client = NodeClient(settings)
     details = client.claim(job, attempt)

@@ -144,7 +144,8 @@ def test_jobs_dispatched_before_the_broker_was_flushed_all_complete(
     ]
     # The control worker places two of them while no node worker is consuming.
     assert wait_for(lambda: Job.objects.filter(state=Job.State.DISPATCHED).count() == 2, timeout=30)
-    assert broker.llen(node.queue) == 2
+    # The messages go out once the dispatcher's transaction has committed: a moment later.
+    assert wait_for(lambda: broker.llen(node.queue) == 2, timeout=10), broker.llen(node.queue)
     broker.flushdb()  # what a Redis restart without persistence does
 
     worker = start_worker_process(

@@ -2,28 +2,26 @@
 takes the attempts the dispatcher sends to its queue, fetches and verifies the files, runs the
 evaluator and reports the outcome."""
 
-import hashlib
+import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
 
 import pytest
 
 from apps.catalog import services as catalog_services
+from apps.catalog.models import Benchmark
 from apps.compute import services
-from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk, JobResult
+from apps.compute.models import ComputeNode, DeviceAssignment, Job, JobLogChunk
+from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import REPO, WorkerProcess, start_worker_process, wait_for
+from tests.worker.recording_node import job_run, probe_spec
 from worker.consumer import Heartbeat, RunningAttempts
-from worker.evaluators.smoke import evaluate as smoke
-from worker.file_cache import FileCache
-from worker.inventory import Inventory
 from worker.node_client import NodeUnavailable
-from worker.runner import JobRun
 
 MODEL_BYTES = safetensors_bytes(16)
 DATA_BYTES = safetensors_bytes(64)
@@ -147,7 +145,7 @@ def test_a_smoke_job_runs_on_the_worker_and_reports_verified_files(
 
     assert wait_for(lambda: _state(job) in Job.FINISHED_STATES, timeout=60), worker.log()
     assert job.state == Job.State.SUCCEEDED, (job.failure_reason, worker.log())
-    result = JobResult.objects.get(job=job)
+    result = Result.objects.get(job=job)
     assert result.attempt == 1
     assert result.metrics == {"files": 2, "bytes": len(MODEL_BYTES) + len(DATA_BYTES)}
     provenance = result.provenance
@@ -166,13 +164,16 @@ def test_a_smoke_job_runs_on_the_worker_and_reports_verified_files(
 def test_a_job_for_an_evaluator_the_worker_lacks_fails_with_the_reason(
     worker, member, model_version, make_benchmark
 ):
-    benchmark = make_benchmark("lm-eval", {"tasks": ["hellaswag"]})
-    job = _run(member, model_version, benchmark)
+    benchmark = make_benchmark()
+    job = services.job_submit(user=member, model_version=model_version, benchmark=benchmark)
+    # An evaluator installed on the node alone (an institution's plugin), not on this worker.
+    Benchmark.objects.filter(pk=benchmark.pk).update(evaluator="tabular-automl")
+    assert services.jobs_dispatch() == [job.pk]
 
     assert wait_for(lambda: _state(job) in Job.FINISHED_STATES, timeout=60), worker.log()
     assert job.state == Job.State.FAILED
-    assert job.failure_reason == "evaluator lm-eval is not installed on this worker"
-    assert not JobResult.objects.filter(job=job).exists()
+    assert job.failure_reason == "evaluator tabular-automl is not installed on this worker"
+    assert not Result.objects.filter(job=job).exists()
     # The worker goes on: the next job runs.
     next_job = _run(member, model_version, make_benchmark())
     assert wait_for(lambda: _state(next_job) == Job.State.SUCCEEDED, timeout=60), worker.log()
@@ -194,77 +195,59 @@ def test_cancelling_a_running_job_stops_it_on_the_worker_and_frees_its_devices(
     assert time.monotonic() - cancelled_at < 15
     job.refresh_from_db()
     assert job.state == Job.State.CANCELLED
-    assert not JobResult.objects.filter(job=job).exists()
+    assert not Result.objects.filter(job=job).exists()
     assert not DeviceAssignment.objects.filter(node=worker.node).exists()
 
 
-class RecordingNode:
-    """Stands in for the node client where only the worker's side is under test."""
-
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self.files = files
-        self.outcomes: list[tuple] = []
-        self.log = ""
-
-    def download(self, url, dest_path, sha256, size=None):
-        dest_path.parent.mkdir(parents=True, exist_ok=True)
-        dest_path.write_bytes(self.files[sha256])
-        return dest_path
-
-    def append_log(self, job, attempt, offset, text):
-        self.log += text
-        return len(self.log)
-
-    def report_failure(self, job, attempt, state, reason):
-        self.outcomes.append((state, reason))
-
-    def post_result(self, job, attempt, metrics, provenance):
-        self.outcomes.append(("succeeded", metrics))
-
-
-def _job_run(tmp_path, evaluator, *, time_limit_seconds=60, config=None):
-    digest = hashlib.sha256(MODEL_BYTES).hexdigest()
-    node = RecordingNode({digest: MODEL_BYTES})
-    entry = {"filename": "model.safetensors", "sha256": digest, "size": len(MODEL_BYTES),
-             "format": "safetensors", "url": f"/files/{digest}"}  # fmt: skip
-    spec = {
-        "job": 9, "attempt": 1, "devices": ["cpu:0"], "gpu_indices": [],
-        "time_limit_seconds": time_limit_seconds, "model": {"files": [entry]},
-        "benchmark": {"evaluator": "probe", "config": config or {}, "dataset": {"files": []}},
-    }  # fmt: skip
-    run = JobRun(
-        client=node,  # type: ignore[arg-type]
-        cache=FileCache(tmp_path / "cache"),
-        spec=spec,
-        evaluators={"probe": evaluator},
-        inventory=Inventory(cpu_count=2, memory_bytes=1),
-        stop=threading.Event(),
-        scratch_root=tmp_path,
+def _job_run(tmp_path, entry, *, time_limit_seconds=60, config=None):
+    return job_run(
+        tmp_path,
+        evaluator="probe",
+        specs={"probe": probe_spec(entry)},
+        model={"model.safetensors": MODEL_BYTES},
+        formats={"model.safetensors": "safetensors"},
+        config=config,
+        time_limit_seconds=time_limit_seconds,
     )
-    return run, node
 
 
 def test_an_evaluator_error_fails_the_job_with_the_error_and_leaves_no_scratch(tmp_path):
-    seen = {}
-
-    def broken(context):
-        seen["scratch"] = context.scratch_dir
-        seen["model"] = context.model_files[0].path.read_bytes()
-        seen["env"] = context.env
-        raise ValueError("labels_key 'y' is not in data.npz")
-
-    run, node = _job_run(tmp_path, broken)
+    record = tmp_path / "seen.json"
+    run, node = _job_run(
+        tmp_path, "tests.worker.probe_evaluators:broken", config={"record": str(record)}
+    )
 
     assert run.execute() == "failed"
     assert node.outcomes == [("failed", "ValueError: labels_key 'y' is not in data.npz")]
-    assert seen["model"] == MODEL_BYTES
+    seen = json.loads(record.read_text())
+    assert bytes.fromhex(seen["model"]) == MODEL_BYTES
     assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
-    assert not seen["scratch"].exists()
+    assert seen["environ"]["CUDA_VISIBLE_DEVICES"] == ""
+    assert seen["cwd"] == seen["scratch"]
+    assert not os.path.exists(seen["scratch"])
     assert "Traceback" in node.log
 
 
+def test_the_result_carries_the_evaluators_provenance_under_the_workers_facts(tmp_path):
+    run, node = _job_run(tmp_path, "tests.worker.probe_evaluators:with_provenance")
+
+    assert run.execute() == "succeeded"
+    assert node.outcomes == [("succeeded", {"accuracy": 0.5})]
+    provenance = node.provenance
+    assert provenance["seed"] == 1234 and provenance["batch_size"] == 8
+    assert provenance["host"] != "forged"
+    assert provenance["evaluator"] == "probe"
+    assert provenance["network"]
+    assert set(provenance["model_files"]) == {"model.safetensors"}
+
+
 def test_an_evaluation_past_its_time_limit_is_stopped_and_reported_timed_out(tmp_path):
-    run, node = _job_run(tmp_path, smoke, time_limit_seconds=1, config={"hold_seconds": 30})
+    run, node = _job_run(
+        tmp_path,
+        "worker.evaluators.smoke:evaluate",
+        time_limit_seconds=1,
+        config={"hold_seconds": 30},
+    )
     started = time.monotonic()
 
     assert run.execute() == "timed_out"
@@ -274,7 +257,7 @@ def test_an_evaluation_past_its_time_limit_is_stopped_and_reported_timed_out(tmp
 
 def test_a_result_the_node_could_not_take_is_posted_again_until_it_is(tmp_path, monkeypatch):
     monkeypatch.setattr("worker.runner.OUTCOME_RETRY_WAIT_SECONDS", 0.01)
-    run, node = _job_run(tmp_path, smoke)
+    run, node = _job_run(tmp_path, "worker.evaluators.smoke:evaluate")
     answers = iter([NodeUnavailable("node restarting"), NodeUnavailable("still restarting")])
     posted = node.post_result
 

@@ -13,6 +13,7 @@ from apps.accounts import services
 from apps.accounts.models import Institution, Membership, User
 from apps.catalog.demo import catalog_demo_load
 from apps.compute.demo import DEMO_NODE, compute_demo_load
+from apps.evaluations.demo import evaluations_demo_load
 
 INSTITUTIONS = [
     {
@@ -92,6 +93,7 @@ class Command(BaseCommand):
         worker_env = compute_demo_load(
             institutions=institutions, users=users, admin=admin, web_url=web_url
         )
+        evaluations_demo_load(institutions=institutions, users=users)
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff admin:  admin / {password}")

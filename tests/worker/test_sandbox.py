@@ -1,0 +1,276 @@
+"""The evaluation sandbox with real subprocesses: scripts from a benchmark's dataset run through
+the command evaluator in a claimed attempt, and the worker's limits hold them."""
+
+import json
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.conftest import wait_for
+from tests.worker.recording_node import job_run
+
+MODEL_BYTES = b"ONNX stand-in: the command evaluator never loads it"
+
+
+def _command_run(tmp_path, script_name, script, *, args=(), **limits):
+    return job_run(
+        tmp_path,
+        evaluator="command",
+        model={"model.onnx": MODEL_BYTES},
+        formats={"model.onnx": "onnx"},
+        dataset={script_name: script.encode(), "labels.csv": b"id,label\n1,cat\n"},
+        config={"script": script_name, "args": [str(arg) for arg in args]},
+        **limits,
+    )
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _pids(path: Path) -> list[int]:
+    assert wait_for(lambda: path.exists() and path.read_text().strip(), timeout=20)
+    return [int(pid) for pid in path.read_text().split()]
+
+
+SCORE_PY = """
+import json, os, sys
+config = json.loads(os.environ["BENCHMARK_CONFIG"])
+models = sorted(os.listdir(os.environ["MODEL_DIR"]))
+rows = open(os.path.join(os.environ["DATASET_DIR"], "labels.csv")).read().splitlines()[1:]
+print(f"scoring {models} on {len(rows)} rows with {config['args']}")
+with open(os.environ["METRICS_FILE"], "w") as metrics:
+    json.dump({"rows": len(rows), "threshold": float(sys.argv[2]), "models": len(models)}, metrics)
+"""
+
+
+def test_a_benchmark_script_runs_and_its_metrics_file_is_the_result(tmp_path):
+    run, node = _command_run(tmp_path, "score.py", SCORE_PY, args=["--threshold", 0.25])
+
+    assert run.execute() == "succeeded", node.outcomes
+    assert node.outcomes == [("succeeded", {"rows": 1, "threshold": 0.25, "models": 1})]
+    assert "scoring ['model.onnx'] on 1 rows with ['--threshold', '0.25']" in node.log
+    provenance = node.provenance
+    assert provenance["evaluator"] == "command" and provenance["evaluator_version"]
+    assert provenance["packages"] == {}
+    assert provenance["network"]
+    assert set(provenance["dataset_files"]) == {"score.py", "labels.csv"}
+
+
+@pytest.mark.parametrize(
+    ("script_name", "script", "reason"),
+    [
+        (
+            "fail.sh",
+            "echo 'no GPU found' >&2\nexit 3\n",
+            "The script fail.sh exited with code 3: its output is in the log.",
+        ),
+        (
+            "silent.py",
+            "print('done')\n",
+            "The script silent.py wrote no metrics: it must write JSON {name: number} to the "
+            "file named by METRICS_FILE.",
+        ),
+        (
+            "words.py",
+            "import json, os\n"
+            "json.dump({'accuracy': 'high'}, open(os.environ['METRICS_FILE'], 'w'))\n",
+            "The metrics the script words.py wrote: Metric 'accuracy' is not a number: 'high'.",
+        ),
+        (
+            "broken.sh",
+            'echo "accuracy: 0.9" > "$METRICS_FILE"\n',
+            "The metrics the script broken.sh wrote are not JSON: Expecting value: line 1 "
+            "column 1 (char 0).",
+        ),
+        (
+            "score.rb",
+            "puts 1\n",
+            "The script 'score.rb' is neither Python (.py) nor shell (.sh): the command "
+            "evaluator runs only those.",
+        ),
+    ],
+)
+def test_a_script_that_fails_or_reports_no_usable_metrics_fails_the_job(
+    tmp_path, script_name, script, reason
+):
+    run, node = _command_run(tmp_path, script_name, script)
+
+    assert run.execute() == "failed"
+    assert node.outcomes == [("failed", reason)]
+
+
+HANG_PY = """
+import os, subprocess, sys, time
+inside = subprocess.Popen(["sleep", "300"])
+outside = subprocess.Popen(["sleep", "300"], start_new_session=True)
+open(sys.argv[1], "w").write(f"{os.getpid()} {inside.pid} {outside.pid}")
+time.sleep(300)
+"""
+
+
+def test_a_script_past_its_time_limit_is_killed_with_every_process_it_started(tmp_path):
+    pid_file = tmp_path / "pids"
+    run, node = _command_run(tmp_path, "hang.py", HANG_PY, args=[pid_file], time_limit_seconds=2)
+    started = time.monotonic()
+
+    assert run.execute() == "timed_out"
+    assert time.monotonic() - started < 8
+    assert node.outcomes == [("timed_out", "Ran past its time limit of 2 seconds.")]
+    # The script, a child in its group, and one that left the group with a session of its own.
+    pids = _pids(pid_file)
+    assert len(pids) == 3
+    assert wait_for(lambda: all(_gone(pid) for pid in pids), timeout=5), pids
+
+
+def test_what_a_finished_script_left_running_is_killed_with_it(tmp_path):
+    pid_file = tmp_path / "pids"
+    script = 'sleep 300 &\necho $! > "$1"\necho \'{"done": 1}\' > "$METRICS_FILE"\n'
+    run, node = _command_run(tmp_path, "leave.sh", script, args=[pid_file])
+
+    assert run.execute() == "succeeded", node.outcomes
+    (pid,) = _pids(pid_file)
+    assert wait_for(lambda: _gone(pid), timeout=5)
+
+
+HOG_PY = """
+import time
+block = b"x" * (400 * 1024 * 1024)
+print("allocated", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_script_over_the_memory_limit_is_stopped_and_fails_with_the_figures(tmp_path):
+    run, node = _command_run(tmp_path, "hog.py", HOG_PY, memory_limit_mb=128)
+    started = time.monotonic()
+
+    assert run.execute() == "failed"
+    assert time.monotonic() - started < 30
+    [(_, reason)] = node.outcomes
+    match = re.fullmatch(
+        r"Used (\d+) MiB of memory, over the benchmark's limit of 128 MiB: stopped\.", reason
+    )
+    assert match, reason
+    assert int(match.group(1)) > 128
+
+
+CONNECT_PY = """
+import json, os, socket, sys
+try:
+    socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=5).close()
+    connected = 1
+except OSError as error:
+    print(f"connection refused here: {error}")
+    connected = 0
+json.dump({"connected": connected}, open(os.environ["METRICS_FILE"], "w"))
+"""
+
+
+def _host_allows_a_network_namespace() -> bool:
+    probe = (
+        "import ctypes, sys\n"
+        "libc = ctypes.CDLL(None)\n"
+        "sys.exit(0 if libc.unshare(0x10000000 | 0x40000000) == 0 or libc.unshare(0x40000000) == 0"
+        " else 1)"
+    )
+    return subprocess.run([sys.executable, "-c", probe], check=False).returncode == 0
+
+
+def test_a_script_cannot_reach_a_server_on_the_host_where_the_network_is_isolated(tmp_path):
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        run, node = _command_run(tmp_path, "connect.py", CONNECT_PY, args=[port])
+
+        assert run.execute() == "succeeded", node.outcomes
+        server.setblocking(False)
+        network = node.provenance["network"]
+        if _host_allows_a_network_namespace():
+            assert network.startswith("isolated ("), network
+            assert node.outcomes == [("succeeded", {"connected": 0})]
+            with pytest.raises(BlockingIOError):
+                server.accept()
+        else:
+            assert re.fullmatch(r"not isolated: .+\(.+\).*", network), network
+
+
+ENV_PY = """
+import json, os, sys
+json.dump({"environ": dict(os.environ), "cwd": os.getcwd()}, open(sys.argv[1], "w"))
+json.dump({"variables": len(os.environ)}, open(os.environ["METRICS_FILE"], "w"))
+"""
+
+
+def test_a_script_sees_none_of_the_workers_settings_and_lives_in_its_scratch(tmp_path, monkeypatch):
+    secrets = {
+        "WORKER_NODE_TOKEN": "rxn_secret-node-token",
+        "WORKER_BROKER_URL": "redis://:broker-password@10.0.0.5:6379/0",
+        "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
+        "NVIDIA_API_KEY": "nvapi-secret-value",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    record = tmp_path / "environment.json"
+    run, node = _command_run(tmp_path, "env.py", ENV_PY, args=[record])
+
+    assert run.execute() == "succeeded", node.outcomes
+    seen = json.loads(record.read_text())
+    environ, scratch = seen["environ"], seen["cwd"]
+    assert not set(secrets) & set(environ)
+    assert not any(value in text for value in secrets.values() for text in environ.values())
+    assert environ["HOME"] == scratch and Path(scratch).name.startswith("job-9-attempt-1-")
+    for name in ("TMPDIR", "HF_HOME", "METRICS_FILE", "MODEL_DIR", "DATASET_DIR"):
+        assert environ[name].startswith(scratch + "/"), name
+    assert environ["HF_HUB_OFFLINE"] == environ["HF_DATASETS_OFFLINE"] == "1"
+    assert environ["CUDA_VISIBLE_DEVICES"] == ""
+    assert not Path(scratch).exists()
+
+
+WAIT_SH = """
+sleep 300 &
+echo $! > "$1"
+wait
+"""
+
+
+def test_cancelling_stops_a_running_script_within_seconds(tmp_path):
+    pid_file = tmp_path / "pids"
+    run, node = _command_run(tmp_path, "wait.sh", WAIT_SH, args=[pid_file])
+    outcome = []
+    thread = threading.Thread(target=lambda: outcome.append(run.execute()))
+    thread.start()
+    (pid,) = _pids(pid_file)
+
+    run.stop.set()
+    cancelled_at = time.monotonic()
+    thread.join(timeout=10)
+
+    assert outcome == ["stopped"]
+    assert time.monotonic() - cancelled_at < 4
+    assert node.outcomes == []
+    assert wait_for(lambda: _gone(pid), timeout=5)
+
+
+def test_a_model_with_pickle_files_is_refused_before_anything_is_fetched(tmp_path):
+    run, node = job_run(
+        tmp_path,
+        evaluator="smoke",
+        model={"config.json": b"{}", "pytorch_model.bin": b"\x80\x04 pickled weights"},
+        formats={"config.json": "json", "pytorch_model.bin": "pickle"},
+    )
+
+    assert run.execute() == "failed"
+    [(_, reason)] = node.outcomes
+    assert reason.startswith("Refusing the model file(s) pytorch_model.bin: pickle files run code")
+    assert node.downloads == []
+    assert not any(path.is_file() for path in (tmp_path / "cache").rglob("*"))

@@ -1,0 +1,443 @@
+"""Runs one evaluation in a subprocess of its own.
+
+`run_sandboxed` (the worker's side) starts `python -m worker.sandbox REQUEST RESULT` in a new
+process group with a minimal environment (no worker settings, HOME and TMPDIR in the attempt's
+scratch directory, Hugging Face offline), streams its output to the job's log line by line, and
+kills the whole process tree when the attempt is stopped (time limit, cancel) or uses more
+memory than its benchmark allows.
+
+`main` (the subprocess's side) first leaves the host's network where the OS allows it (a new
+network namespace), then imports the evaluator named by its spec, runs it, and writes its
+metrics and provenance, or its error, to the result file.
+"""
+
+import contextlib
+import ctypes
+import fcntl
+import importlib
+import json
+import math
+import numbers
+import os
+import random
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import psutil
+
+from worker.evaluation import (
+    EvaluationContext,
+    EvaluationError,
+    FetchedFile,
+    Stopped,
+)
+from worker.evaluators import DEFAULT_SEED, EvaluatorSpec, package_versions
+
+KILL_GRACE_SECONDS = 2.0
+POLL_SECONDS = 0.1
+MAX_LINE_BYTES = 64 * 1024
+MIB = 1024 * 1024
+
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWNET = 0x40000000
+PR_SET_CHILD_SUBREAPER = 36
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+IFF_UP = 0x1
+
+# Host variables CUDA and its libraries need; everything else of the worker's stays behind.
+PASSED_VARIABLES = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH")
+SECRET_MARKERS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "CREDENTIAL")
+
+
+@dataclass(frozen=True)
+class SandboxResult:
+    metrics: dict[str, int | float]
+    # What the evaluator recorded, with its name, version, package versions and network.
+    provenance: dict[str, Any]
+
+
+def checked_metrics(metrics: Any) -> dict[str, int | float]:
+    """The evaluator's metrics as JSON numbers (numpy scalars included)."""
+    if not isinstance(metrics, dict) or not metrics:
+        raise EvaluationError(f"The evaluator returned {metrics!r}, not metrics {{name: number}}.")
+    checked: dict[str, int | float] = {}
+    for name, value in metrics.items():
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise EvaluationError(f"Metric {name!r} is not a number: {value!r}.")
+        if not math.isfinite(value):
+            raise EvaluationError(f"Metric {name!r} is {value!r}: not a finite number.")
+        checked[str(name)] = int(value) if isinstance(value, numbers.Integral) else float(value)
+    return checked
+
+
+def sandbox_env(scratch_dir: Path, device_env: dict[str, str]) -> dict[str, str]:
+    """The evaluator's whole environment: nothing of the worker's settings or secrets."""
+    env = {name: os.environ[name] for name in PASSED_VARIABLES if name in os.environ}
+    env.setdefault("PATH", os.defpath)
+    # NVIDIA_* set by container images (NVIDIA_TF32_OVERRIDE changes figures); an API key is not.
+    env.update(
+        (name, value)
+        for name, value in os.environ.items()
+        if name.startswith("NVIDIA_") and not any(mark in name for mark in SECRET_MARKERS)
+    )
+    importable = [os.path.abspath(entry) for entry in sys.path if entry]
+    env.update(
+        LANG="C.UTF-8",
+        LC_ALL="C.UTF-8",
+        HOME=str(scratch_dir),
+        TMPDIR=str(scratch_dir / "tmp"),
+        HF_HOME=str(scratch_dir / ".cache" / "huggingface"),
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        PYTHONPATH=os.pathsep.join(dict.fromkeys(importable)),
+        # Output reaches the job's log as it is printed, not when a buffer fills.
+        PYTHONUNBUFFERED="1",
+        PYTHONHASHSEED="0",
+    )
+    env.update(device_env)
+    return env
+
+
+def _file_entry(fetched: FetchedFile) -> dict[str, Any]:
+    return {
+        "filename": fetched.filename,
+        "sha256": fetched.sha256,
+        "size": fetched.size,
+        "format": fetched.format,
+        "path": str(fetched.path),
+    }
+
+
+def _request(spec: EvaluatorSpec, context: EvaluationContext) -> dict[str, Any]:
+    return {
+        "evaluator": {
+            "name": spec.name,
+            "entry": spec.entry,
+            "version": spec.version,
+            "packages": list(spec.packages),
+        },
+        "job": context.job,
+        "attempt": context.attempt,
+        "config": context.config,
+        "model_files": [_file_entry(fetched) for fetched in context.model_files],
+        "dataset_files": [_file_entry(fetched) for fetched in context.dataset_files],
+        "scratch_dir": str(context.scratch_dir),
+        "env": context.env,
+        "devices": context.devices,
+        "gpu_indices": context.gpu_indices,
+        "time_limit_seconds": context.time_limit_seconds,
+    }
+
+
+class ProcessTree:
+    """The sandbox process and everything it started: its process group, and every descendant
+    seen since, also one that left the group (setsid) or lost its parent."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        # Never reaped before the end (no poll() until `reap`): while the leader is a zombie its
+        # group id cannot be reused, so signalling the group cannot reach a stranger.
+        self.process = process
+        self.group = process.pid
+        self.root = psutil.Process(process.pid)
+        self.seen: set[psutil.Process] = set()
+        try:
+            self._exit_fd: int | None = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            self._exit_fd = None
+
+    def wait_exit(self, timeout: float) -> bool:
+        """Whether the sandbox process has exited, waiting up to `timeout` seconds (not reaped)."""
+        if self._exit_fd is not None:
+            return bool(select.select([self._exit_fd], [], [], timeout)[0])
+        deadline = time.monotonic() + timeout
+        while True:
+            if os.waitid(os.P_PID, self.group, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(0.02, timeout))
+
+    def descendants(self) -> list[psutil.Process]:
+        try:
+            found = self.root.children(recursive=True)
+        except psutil.NoSuchProcess:
+            found = []
+        self.seen.update(found)
+        return found
+
+    def rss_bytes(self) -> int:
+        total = 0
+        for member in [self.root, *self.descendants()]:
+            with contextlib.suppress(psutil.Error):
+                total += member.memory_info().rss
+        return total
+
+    def _signal(self, signum: int) -> None:
+        self.descendants()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.group, signum)
+        for member in self.seen:
+            with contextlib.suppress(psutil.Error):
+                member.send_signal(signum)
+
+    def _gone(self) -> bool:
+        return self.wait_exit(0) and not any(_alive(member) for member in self.seen)
+
+    def kill(self, *, grace: float = KILL_GRACE_SECONDS) -> None:
+        """SIGTERM to every process, then SIGKILL to those still there after `grace` seconds."""
+        if grace > 0:
+            self._signal(signal.SIGTERM)
+            deadline = time.monotonic() + grace
+            while not self._gone() and time.monotonic() < deadline:
+                self.wait_exit(POLL_SECONDS / 2)
+        self._signal(signal.SIGKILL)
+
+    def reap(self) -> int:
+        if self._exit_fd is not None:
+            os.close(self._exit_fd)
+            self._exit_fd = None
+        return self.process.wait()
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _printable(raw: bytes) -> str:
+    line = raw.decode("utf-8", errors="replace").rstrip("\r")
+    # A progress bar redraws itself with carriage returns: its latest state is the line.
+    return line.rsplit("\r", 1)[-1]
+
+
+def _stream_output(pipe: IO[bytes], log: Callable[[str], None]) -> None:
+    pending = b""
+    while chunk := os.read(pipe.fileno(), 65536):
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            log(_printable(raw))
+        while len(pending) > MAX_LINE_BYTES:
+            log(_printable(pending[:MAX_LINE_BYTES]))
+            pending = pending[MAX_LINE_BYTES:]
+    if pending:
+        log(_printable(pending))
+
+
+def exit_description(returncode: int) -> str:
+    """How a process ended, from its return code, in words."""
+    if returncode < 0:
+        name = signal.Signals(-returncode).name
+        return f"was killed by {name}" + (
+            " (the host may have run out of memory)" if name == "SIGKILL" else ""
+        )
+    return f"exited with code {returncode}"
+
+
+def run_sandboxed(
+    spec: EvaluatorSpec, context: EvaluationContext, *, memory_limit_mb: int = 0
+) -> SandboxResult:
+    """Runs the evaluator `spec` names on `context` in a sandboxed subprocess. Raises Stopped
+    once `context.stop` is set (the process tree is killed first), EvaluationError when the
+    evaluation failed or went over `memory_limit_mb` (0: no limit)."""
+    if context.stop.is_set():
+        raise Stopped()
+    scratch = context.scratch_dir
+    (scratch / "tmp").mkdir(exist_ok=True)
+    # The request and result live beside the scratch directory, not in the evaluator's space.
+    with tempfile.TemporaryDirectory(prefix=f"{scratch.name}-sandbox-", dir=scratch.parent) as d:
+        request_path, result_path = Path(d) / "request.json", Path(d) / "result.json"
+        request_path.write_text(json.dumps(_request(spec, context)))
+        # The command is this interpreter and this module: nothing in it comes from the job.
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-P", "-m", "worker.sandbox", str(request_path), str(result_path)],
+            cwd=scratch,
+            env=sandbox_env(scratch, context.env),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        tree = ProcessTree(process)
+        output = cast(IO[bytes], process.stdout)
+        reader = threading.Thread(target=_stream_output, args=(output, context.log), daemon=True)
+        reader.start()
+        try:
+            _supervise(tree, context.stop, memory_limit_mb)
+        finally:
+            # Whatever the evaluation left running goes with it.
+            tree.kill(grace=0)
+            returncode = tree.reap()
+            reader.join(timeout=5)
+            if not reader.is_alive():
+                output.close()
+        if not result_path.exists():
+            raise EvaluationError(
+                f"The evaluation process {exit_description(returncode)} before it reported a "
+                "result: see the log."
+            )
+        result = json.loads(result_path.read_text())
+    if "error" in result:
+        raise EvaluationError(str(result["error"]))
+    if result.get("stopped"):
+        raise EvaluationError("The evaluation was stopped by a signal from outside the worker.")
+    return SandboxResult(checked_metrics(result["metrics"]), dict(result["provenance"]))
+
+
+def _supervise(tree: ProcessTree, stop: threading.Event, memory_limit_mb: int) -> None:
+    """Waits for the sandbox to exit. Memory is checked by polling the resident size of the
+    whole tree: an address-space limit (RLIMIT_AS) would refuse CUDA and onnxruntime, which
+    reserve far more virtual memory than they use, and would not count child processes."""
+    limit = memory_limit_mb * MIB
+    while not tree.wait_exit(POLL_SECONDS):
+        if stop.is_set():
+            tree.kill()
+            raise Stopped()
+        if limit:
+            used = tree.rss_bytes()
+            if used > limit:
+                tree.kill()
+                raise EvaluationError(
+                    f"Used {used // MIB} MiB of memory, over the benchmark's limit of "
+                    f"{memory_limit_mb} MiB: stopped."
+                )
+        else:
+            tree.descendants()
+
+
+def isolate_network() -> str:
+    """Moves this process (still single-threaded) into a network namespace of its own: the
+    host's interfaces and every remote address are out of reach, its own loopback is not.
+    Says how, or why it could not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    # A user namespace lets an unprivileged worker make the network namespace, and takes the
+    # host's capabilities away from a worker running as root.
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
+        how = "new user and network namespace"
+    else:
+        user_error = os.strerror(ctypes.get_errno())
+        if libc.unshare(CLONE_NEWNET) != 0:
+            net_error = os.strerror(ctypes.get_errno())
+            return (
+                f"not isolated: no new user namespace ({user_error}) "
+                f"and no new network namespace ({net_error})"
+            )
+        how = "new network namespace"
+    try:
+        _loopback_up()
+    except OSError as error:
+        return f"isolated ({how}; loopback down: {error.strerror})"
+    return f"isolated ({how})"
+
+
+def _loopback_up() -> None:
+    # Local servers (a tokenizer service, torch.distributed's store) need 127.0.0.1.
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
+
+
+def _log_line(line: str) -> None:
+    print(line, flush=True)
+
+
+def _fetched(entry: dict[str, Any]) -> FetchedFile:
+    return FetchedFile(
+        str(entry["filename"]),
+        str(entry["sha256"]),
+        int(entry["size"]),
+        str(entry["format"]),
+        Path(entry["path"]),
+    )
+
+
+def _evaluate(request: dict[str, Any], stop: threading.Event, network: str) -> dict[str, Any]:
+    described = request["evaluator"]
+    spec = EvaluatorSpec(
+        name=str(described["name"]),
+        description="",
+        model_formats=(),
+        entry=str(described["entry"]),
+        packages=tuple(described["packages"]),
+        version=str(described["version"]),
+    )
+    module_name, _, function_name = spec.entry.partition(":")
+    evaluate = getattr(importlib.import_module(module_name), function_name)
+    seed = int(request["config"].get("seed", DEFAULT_SEED))
+    random.seed(seed)
+    if "numpy" in sys.modules:  # seeded only where the evaluator uses it: importing costs time
+        sys.modules["numpy"].random.seed(seed)
+    context = EvaluationContext(
+        job=int(request["job"]),
+        attempt=int(request["attempt"]),
+        evaluator=spec.name,
+        config=dict(request["config"]),
+        model_files=[_fetched(entry) for entry in request["model_files"]],
+        dataset_files=[_fetched(entry) for entry in request["dataset_files"]],
+        scratch_dir=Path(request["scratch_dir"]),
+        env=dict(request["env"]),
+        devices=list(request["devices"]),
+        gpu_indices=[int(index) for index in request["gpu_indices"]],
+        time_limit_seconds=int(request["time_limit_seconds"]),
+        stop=stop,
+        log=_log_line,
+    )
+    metrics = checked_metrics(evaluate(context))
+    provenance = {
+        "seed": seed,
+        **context.provenance,
+        "evaluator": spec.name,
+        "evaluator_version": spec.version,
+        "packages": package_versions(spec),
+        "network": network,
+    }
+    return {"metrics": metrics, "provenance": provenance}
+
+
+def main(request_path: str, result_path: str) -> None:
+    network = isolate_network()
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    # Orphans of the evaluation become this process's children, so the worker still sees them.
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    stop = threading.Event()
+    # The worker's SIGTERM asks the evaluator to stop; SIGKILL follows if it does not.
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    result: dict[str, Any]
+    try:
+        result = _evaluate(json.loads(Path(request_path).read_text()), stop, network)
+    except EvaluationError as error:
+        result = {"error": str(error)}
+    except Stopped:
+        result = {"stopped": True}
+    except (Exception, SystemExit) as error:
+        traceback.print_exc()
+        result = {"error": f"{type(error).__name__}: {error}"}
+    partial = Path(f"{result_path}.partial")
+    partial.write_text(json.dumps(result, default=str))
+    partial.rename(result_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # No interpreter shutdown: an evaluator's leftover threads must not hold the result back.
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
