@@ -79,5 +79,15 @@ def test_a_node_added_in_the_portal_runs_an_evaluation_a_researcher_submits(
         expect(page.locator(".state-succeeded").first).to_be_visible(timeout=60_000)
         result = page.get_by_role("region", name="Result")
         expect(result.get_by_role("row", name="files 2")).to_be_visible()  # model + dataset
+
+        result.get_by_role("link", name="Provenance").click()
+        provenance = page.get_by_role("region", name="Provenance")
+        expect(provenance.get_by_text("smoke", exact=True)).to_be_visible()
+        expect(provenance.get_by_text("isolated", exact=False).first).to_be_visible()
+        expect(page.get_by_role("region", name="Log of attempt 1")).to_contain_text("sha256")
+        page.get_by_role("link", name="leaderboard").first.click()
+        leaderboard = page.get_by_role("table")
+        expect(leaderboard.get_by_role("row").nth(1)).to_contain_text("Aurora 1.0")
+        expect(page.locator("svg.score-chart circle")).to_have_count(1)
     finally:
         worker.stop()
