@@ -28,11 +28,9 @@ import argparse
 import json
 import os
 import platform
-import re
 import shutil
 import signal
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -63,37 +61,41 @@ django.setup()
 
 import redis  # noqa: E402
 from django.conf import settings  # noqa: E402
-from django.contrib.auth.hashers import make_password  # noqa: E402
-from django.db import connection, transaction  # noqa: E402
+from django.db import connection  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
-from django.utils import timezone  # noqa: E402
 
-from apps.accounts.models import Institution, Membership, User  # noqa: E402
+from apps.accounts.models import Institution, User  # noqa: E402
 from apps.catalog import services as catalog_services  # noqa: E402
 from apps.catalog.models import Benchmark, ModelVersion  # noqa: E402
-from apps.catalog.uploads import uploaded_file_from_bytes  # noqa: E402
 from apps.compute import services  # noqa: E402
-from apps.compute.models import DeviceAssignment, Job  # noqa: E402
-from apps.compute.tasks import jobs_dispatch_task  # noqa: E402
-from bench.catalog_load import (  # noqa: E402
-    _children,
-    _cpu_seconds,
-    _database_backends,
-    _machine_busy_seconds,
-    code_version,
-    free_port,
-    percentile,
-)
+from apps.compute.models import Job  # noqa: E402
+from bench.catalog_load import code_version, percentile  # noqa: E402
 from bench.noop_celery_app import DONE_KEY, LAST_KEY, NOOP_TASK  # noqa: E402
+from bench.pool import (  # noqa: E402
+    BEAT_SECONDS,
+    Processes,
+    base_env,
+    beat,
+    cpu_snapshot,
+    cpu_used,
+    log_offsets,
+    logs_read,
+    mean_ms,
+    namespace_clear,
+    namespace_people,
+    others_park,
+    others_unpark,
+    pool_start,
+    process_groups,
+    stored_artifact,
+)
 
 RESULTS = REPO / "bench" / "results"
 INSTITUTION = "bench-throughput"
 ADMIN = "bench-throughput-admin"
 SUBMITTER = "bench-throughput-submitter"
 NODE_NAME = "bench-throughput-node"
-PARKED = "bench-throughput: parked for the run, put back afterwards"
-BEAT_SECONDS = 10
 STALL_SECONDS = 120
 
 
@@ -104,36 +106,14 @@ def safetensors_bytes(values: int) -> bytes:
     return struct.pack("<Q", len(header)) + header + struct.pack(f"<{values}f", *range(values))
 
 
-def _artifact(user: User, content: bytes, name: str) -> str:
-    """The artifact's digest; its file is stored again when an earlier run's folder is gone."""
-    artifact = catalog_services.artifact_store(
-        user=user, upload=uploaded_file_from_bytes(content, name)
-    )
-    storage = catalog_services.artifact_storage()
-    if not storage.exists(artifact.storage_name):
-        storage.save(artifact.storage_name, uploaded_file_from_bytes(content, name))
-    return artifact.sha256
-
-
 def namespace_prepare() -> tuple[User, User, Institution, ModelVersion, Benchmark]:
     """The bench's institution, its admin and submitter, a one-file model version and a smoke
     benchmark over a one-file dataset; made through the services once, then reused."""
-    institution, _created = Institution.objects.get_or_create(
-        slug=INSTITUTION, defaults={"name": "Throughput Bench Institute"}
+    institution, admin, submitter = namespace_people(
+        slug=INSTITUTION, name="Throughput Bench Institute", admin=ADMIN, submitter=SUBMITTER
     )
-    people = []
-    for username, role in ((ADMIN, Membership.Role.ADMIN), (SUBMITTER, Membership.Role.MEMBER)):
-        user, _created = User.objects.get_or_create(
-            username=username,
-            defaults={"email": f"{username}@bench.example", "password": make_password(None)},
-        )
-        Membership.objects.get_or_create(
-            user=user, institution=institution, defaults={"role": role}
-        )
-        people.append(user)
-    admin, submitter = people
-    weights = _artifact(admin, safetensors_bytes(64), "model.safetensors")
-    data = _artifact(admin, safetensors_bytes(96), "data.safetensors")
+    weights = stored_artifact(admin, safetensors_bytes(64), "model.safetensors")
+    data = stored_artifact(admin, safetensors_bytes(96), "data.safetensors")
     version = ModelVersion.objects.filter(model__institution=institution).first()
     if version is None:
         model = catalog_services.model_create(
@@ -159,128 +139,6 @@ def namespace_prepare() -> tuple[User, User, Institution, ModelVersion, Benchmar
     return admin, submitter, institution, version, benchmark
 
 
-def namespace_clear(institution: Institution) -> int:
-    """Deletes the namespace's jobs (with their events, logs, results) and its nodes."""
-    jobs = "SELECT id FROM compute_job WHERE institution_id = %s"
-    with transaction.atomic(), connection.cursor() as cursor:
-        for table in (
-            "compute_jobevent", "compute_joblogchunk", "compute_jobresult",
-            "compute_deviceassignment",
-        ):  # fmt: skip
-            cursor.execute(f"DELETE FROM {table} WHERE job_id IN ({jobs})", [institution.pk])  # noqa: S608
-        cursor.execute("DELETE FROM compute_job WHERE institution_id = %s", [institution.pk])
-        deleted = cursor.rowcount
-        cursor.execute(
-            "DELETE FROM compute_computenode WHERE institution_id = %s", [institution.pk]
-        )
-    return deleted
-
-
-def others_unpark() -> int:
-    return Job.objects.filter(state=Job.State.CANCELLED, failure_reason=PARKED).update(
-        state=Job.State.PENDING, failure_reason=""
-    )
-
-
-def others_park(institution: Institution) -> int:
-    """Other pending jobs would be placed on this node (any CPU job fits a CPU slot)."""
-    busy = Job.objects.filter(state__in=(Job.State.DISPATCHED, Job.State.RUNNING)).exclude(
-        institution=institution
-    )
-    if busy.exists() or DeviceAssignment.objects.exclude(job__institution=institution).exists():
-        raise SystemExit("Other jobs are running on the bench database: not measuring beside them.")
-    online = services._online_nodes(timezone.now()).exclude(institution=institution)
-    if online.exists():
-        raise SystemExit(
-            f"{online.count()} other nodes are online (bench/compute_dispatch.py running?): "
-            f"wait {settings.COMPUTE_NODE_OFFLINE_AFTER_SECONDS} s after it."
-        )
-    return (
-        Job.objects.filter(state=Job.State.PENDING)
-        .exclude(institution=institution)
-        .update(state=Job.State.CANCELLED, failure_reason=PARKED)
-    )
-
-
-class Processes:
-    """The processes this run started, stopped by pid (their own sessions: Ctrl-C reaches this
-    script only)."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        self.started: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen:
-        with (self.folder / f"{name}.log").open("ab") as log:
-            process = subprocess.Popen(  # noqa: S603
-                command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-        self.started[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        return (self.folder / f"{name}.log").read_text(errors="replace")
-
-    def wait_log(self, name: str, marker: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while marker not in self.log(name):
-            if self.started[name].poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{name} did not start:\n{self.log(name)[-3000:]}")
-            time.sleep(0.1)
-
-    def stop(self, name: str) -> None:
-        process = self.started.pop(name, None)
-        if process is None or process.poll() is not None:
-            return
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-    def stop_all(self) -> None:
-        for name in reversed(list(self.started)):
-            self.stop(name)
-
-
-def base_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
-    env["PYTHONPATH"] = f"{REPO}{os.pathsep}{REPO / 'platform'}"
-    return env
-
-
-def cpu_snapshot(groups: dict[str, list[int]]) -> dict[str, dict[int, float]]:
-    """CPU seconds so far per process of each group (children counted when listed)."""
-    snapshot = {name: _cpu_seconds(pids) for name, pids in groups.items()}
-    snapshot["postgres"] = _cpu_seconds(_database_backends(settings.DATABASES["default"]["NAME"]))
-    snapshot["bench client"] = {0: time.process_time()}
-    snapshot["machine"] = {0: _machine_busy_seconds()}
-    return snapshot
-
-
-def cpu_used(before: dict, after: dict) -> dict[str, float]:
-    used = {
-        group: sum(value - before.get(group, {}).get(pid, 0.0) for pid, value in pids.items())
-        for group, pids in after.items()
-    }
-    used["other"] = used["machine"] - sum(v for k, v in used.items() if k != "machine")
-    return {group: round(value, 1) for group, value in used.items()}
-
-
-def process_groups(processes: Processes) -> Callable[[], dict[str, list[int]]]:
-    def groups() -> dict[str, list[int]]:
-        found = {}
-        for name, process in processes.started.items():
-            found[name] = [process.pid, *_children(process.pid)]
-        redis_pid = int(redis.Redis.from_url(BROKER_URL).info("server")["process_id"])
-        found["redis"] = [redis_pid]
-        return found
-
-    return groups
-
-
 def raw_baseline(processes: Processes, *, tasks: int, concurrency: int) -> dict:
     broker = redis.Redis.from_url(BROKER_URL)
     broker.delete(DONE_KEY, LAST_KEY, NOOP_QUEUE)
@@ -298,7 +156,7 @@ def raw_baseline(processes: Processes, *, tasks: int, concurrency: int) -> dict:
     processes.wait_log("noop-worker", " ready.")
     from config.celery_app import app
 
-    groups = process_groups(processes)
+    groups = process_groups(processes, BROKER_URL)
     before = cpu_snapshot(groups())
     began = time.time()
     with app.producer_or_acquire() as producer:
@@ -327,13 +185,6 @@ def raw_baseline(processes: Processes, *, tasks: int, concurrency: int) -> dict:
     }
 
 
-def beat(stop: threading.Event, sent: list[int]) -> None:
-    """What celery beat's "dispatch-jobs" entry does in production."""
-    while not stop.wait(BEAT_SECONDS):
-        jobs_dispatch_task.apply_async(queue=CONTROL_QUEUE)
-        sent[0] += 1
-
-
 def submit_many(count: int, submitter: User, version: ModelVersion, benchmark: Benchmark) -> None:
     for _number in range(count):
         services.job_submit(user=submitter, model_version=version, benchmark=benchmark)
@@ -357,62 +208,6 @@ def wait_done(institution: Institution, expected: int, interval: float) -> Count
         time.sleep(interval)
 
 
-DISPATCH_LINE = re.compile(
-    r"Task apps\.compute\.tasks\.jobs_dispatch_task\[[^\]]+\] succeeded in ([\d.]+)s: \[([^\]]*)\]"
-)
-RUN_LINE = re.compile(r"Task worker\.run_job\[[^\]]+\] succeeded in ([\d.]+)s: '(\w+)'")
-ENDPOINT = re.compile(r"/api/v1/worker/(?:jobs/\d+/)?([a-z]+)")
-
-
-def _mean_ms(values: list[float]) -> float:
-    return round(sum(values) / len(values) * 1000, 1) if values else 0.0
-
-
-def logs_read(processes: Processes, offsets: dict[str, int]) -> dict:
-    """What the processes logged since `offsets`: dispatcher passes, node task times, and the
-    node's worker endpoints as gunicorn's access log timed them."""
-    text = {name: processes.log(name)[offset:] for name, offset in offsets.items()}
-    passes = [
-        (float(seconds), len([i for i in ids.split(",") if i.strip()]))
-        for seconds, ids in DISPATCH_LINE.findall(text["control-worker"])
-    ]
-    runs = [float(seconds) for seconds, _outcome in RUN_LINE.findall(text["node-worker"])]
-    outcomes = Counter(outcome for _seconds, outcome in RUN_LINE.findall(text["node-worker"]))
-    endpoints: dict[str, list[float]] = defaultdict(list)
-    for line in text["access"].splitlines():
-        method, path, status, micros = line.split()[:4]
-        found = ENDPOINT.search(path)
-        name = found.group(1) if found else path
-        endpoints[f"{method} {name} {status}"].append(int(micros) / 1e6)
-    return {
-        "dispatch_passes": len(passes),
-        "dispatch_passes_placing_nothing": sum(1 for _s, placed in passes if placed == 0),
-        "dispatch_pass_ms_mean": _mean_ms([s for s, _placed in passes]),
-        "dispatch_pass_ms_p99": round(percentile([s for s, _p in passes], 99) * 1000, 1)
-        if passes
-        else 0.0,
-        "dispatch_seconds_total": round(sum(s for s, _placed in passes), 1),
-        "placements_per_placing_pass": round(
-            sum(p for _s, p in passes) / max(1, sum(1 for _s, p in passes if p)), 2
-        ),
-        "node_task_ms_mean": _mean_ms(runs),
-        "node_task_outcomes": dict(outcomes),
-        "endpoints": {
-            name: {
-                "requests": len(times),
-                "ms_mean": _mean_ms(times),
-                "ms_p99": round(percentile(times, 99) * 1000, 1),
-                "seconds_total": round(sum(times), 1),
-            }
-            for name, times in sorted(endpoints.items())
-        },
-    }
-
-
-def log_offsets(processes: Processes) -> dict[str, int]:
-    return {name: len(processes.log(name)) for name in ("control-worker", "node-worker", "access")}
-
-
 def job_timings(jobs) -> dict:
     rows = list(jobs.values_list("submitted_at", "dispatched_at", "started_at", "finished_at"))
     parts: dict[str, list[float]] = defaultdict(list)
@@ -428,7 +223,7 @@ def job_timings(jobs) -> dict:
         parts["submitted -> finished"].append((finished - submitted).total_seconds())
     return {
         name: {
-            "mean_ms": _mean_ms(values),
+            "mean_ms": mean_ms(values),
             "p50_ms": round(percentile(values, 50) * 1000, 1),
             "p99_ms": round(percentile(values, 99) * 1000, 1),
         }
@@ -509,51 +304,6 @@ def idle_latency(
     }
 
 
-def pool_start(processes: Processes, *, node_token: str, slots: int, folder: Path) -> int:
-    env = {**base_env(), "DJANGO_SETTINGS_MODULE": "bench.settings"}
-    port = free_port()
-    processes.start(
-        "gunicorn",
-        [
-            sys.executable, "-m", "gunicorn", "--pythonpath", f"{REPO},{REPO / 'platform'}",
-            "--bind", f"127.0.0.1:{port}", "--workers", "2", "--threads", "4",
-            "--worker-class", "gthread", "--no-control-socket", "--graceful-timeout", "5",
-            "--access-logfile", str(folder / "access.log"),
-            "--access-logformat", "%(m)s %(U)s %(s)s %(D)s",
-            "config.wsgi:application",
-        ],
-        env,
-    )  # fmt: skip
-    processes.wait_log("gunicorn", "Booting worker with pid")
-    processes.start(
-        "control-worker",
-        [
-            sys.executable, "-m", "celery", "-A", "config", "worker", "--queues", CONTROL_QUEUE,
-            "--concurrency", "2", "--hostname", f"bench-control.{os.getpid()}@%h",
-            "--loglevel", "INFO", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ],
-        env,
-    )  # fmt: skip
-    processes.wait_log("control-worker", " ready.")
-    worker_env = {
-        **base_env(),
-        "WORKER_BROKER_URL": BROKER_URL,
-        "WORKER_NODE_URL": f"http://127.0.0.1:{port}",
-        "WORKER_NODE_TOKEN": node_token,
-    }
-    worker_env.pop("DJANGO_SETTINGS_MODULE", None)
-    processes.start(
-        "node-worker",
-        [
-            sys.executable, "-m", "worker", "run", "--cpu-slots", str(slots),
-            "--cache-dir", str(folder / "cache"), "--scratch-dir", str(folder / "scratch"),
-        ],
-        worker_env,
-    )  # fmt: skip
-    processes.wait_log("node-worker", " ready.")
-    return port
-
-
 def percentiles_line(timings: dict, name: str) -> str:
     row = timings[name]
     return f"p50 {row['p50_ms']:,.1f} ms, p99 {row['p99_ms']:,.1f} ms"
@@ -629,7 +379,6 @@ def main() -> None:
     cache_db.flushdb()
     folder = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
     processes = Processes(folder)
-    (folder / "access.log").touch()
     processes.started.clear()
     load_before = os.getloadavg()
     parked = 0
@@ -644,9 +393,14 @@ def main() -> None:
 
         node, token = services.node_create(user=admin, institution=institution, name=NODE_NAME)
         connection.close()
-        pool_start(processes, node_token=token, slots=args.slots, folder=folder)
-        groups = process_groups(processes)
-        threading.Thread(target=beat, args=(beat_stop, beat_sent), daemon=True).start()
+        pool_start(
+            processes, node_token=token, slots=args.slots, folder=folder,
+            broker_url=BROKER_URL, control_queue=CONTROL_QUEUE,
+        )  # fmt: skip
+        groups = process_groups(processes, BROKER_URL)
+        threading.Thread(
+            target=beat, args=(beat_stop, beat_sent, CONTROL_QUEUE), daemon=True
+        ).start()
         print("warm-up: 2 x slots jobs (the first fetch fills the file cache)", flush=True)
         submit_many(2 * args.slots, submitter, version, benchmark)
         wait_done(institution, expected=2 * args.slots, interval=0.1)
