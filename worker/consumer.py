@@ -20,6 +20,7 @@ from celery import Celery
 from celery.worker import state as worker_state
 
 from worker import inventory as host_inventory
+from worker import sandbox
 from worker.evaluators import EvaluatorSpec, evaluator_specs
 from worker.file_cache import DEFAULT_MAX_BYTES, FileCache, default_cache_dir
 from worker.inventory import Inventory
@@ -287,6 +288,8 @@ def run(settings: WorkerSettings, options: RunOptions) -> int:
     logging.basicConfig(
         level=options.loglevel, format="[%(asctime)s: %(levelname)s/%(name)s] %(message)s"
     )
+    sandbox.adopt_orphans()
+    sandbox.hide_from_same_user()
     inventory = host_inventory.discover()
     cpu_slots = options.cpu_slots if options.cpu_slots is not None else default_cpu_slots(inventory)
     client = NodeClient(settings)

@@ -8,11 +8,22 @@ files the job fetched, writes only under `scratch_dir`, runs on the devices `env
 `EvaluationError` with a message its user can act on.
 """
 
+import hashlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+CHUNK_BYTES = 1024 * 1024
+
+
+def file_sha256(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        while chunk := file.read(CHUNK_BYTES):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 class Stopped(Exception):
@@ -72,6 +83,3 @@ class EvaluationContext:
                 f"The model version has no {' or '.join(formats)} file (its formats: {have})."
             )
         return found
-
-
-Evaluator = Callable[[EvaluationContext], dict[str, float]]

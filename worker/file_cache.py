@@ -2,20 +2,33 @@
 
 A file is fetched once and reused by every later job that names the same digest. When the cache
 grows past its limit, the least recently used files go first; files a running job uses stay.
+Cached files are read-only, and a file whose inode change time moved since this process verified
+it (an evaluation wrote to it, or the worker restarted) is hashed again before it is used: a
+changed file is downloaded afresh, so a job never reads bytes other than the digest names.
 """
 
 import logging
 import os
+import stat
 import threading
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
+from worker.evaluation import file_sha256
 from worker.node_client import NodeClient
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BYTES = 20 * 1024**3
+READ_ONLY = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    """What changes when anyone writes to, replaces or re-stamps the file. Nobody can set the
+    change time (ctime) back, not even the file's owner."""
+    found = path.stat()
+    return (found.st_ino, found.st_size, found.st_ctime_ns)
 
 
 def default_cache_dir() -> Path:
@@ -31,6 +44,8 @@ class FileCache:
         self._lock = threading.Lock()
         self._digest_locks: dict[str, threading.Lock] = {}
         self._pins: Counter[str] = Counter()
+        # Files this process downloaded or hashed, as they were then.
+        self._verified: dict[str, tuple[int, int, int]] = {}
 
     def path_for(self, sha256: str) -> Path:
         digest = sha256.lower()
@@ -47,15 +62,29 @@ class FileCache:
             digest_lock = self._digest_locks.setdefault(path.name, threading.Lock())
         try:
             with digest_lock:
-                if path.is_file() and (size is None or path.stat().st_size == size):
-                    os.utime(path)
+                if self._intact(path, size):
+                    os.utime(path)  # most recently used
+                    self._verified[path.name] = _identity(path)
                     return path
+                path.unlink(missing_ok=True)
                 client.download(url, path, sha256, size)
+                path.chmod(READ_ONLY)
+                self._verified[path.name] = _identity(path)
         except BaseException:
             self.release([sha256])
             raise
         self.evict()
         return path
+
+    def _intact(self, path: Path, size: int | None) -> bool:
+        if not path.is_file() or (size is not None and path.stat().st_size != size):
+            return False
+        if self._verified.get(path.name) == _identity(path):
+            return True
+        if file_sha256(path) == path.name:
+            return True
+        logger.warning("cache: %s no longer matches its digest: downloading it again", path.name)
+        return False
 
     def release(self, digests: Iterable[str]) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ import resource
 import select
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -50,10 +51,13 @@ KILL_GRACE_SECONDS = 2.0
 POLL_SECONDS = 0.1
 MAX_LINE_BYTES = 64 * 1024
 MIB = 1024 * 1024
+# Metrics and provenance fit in far less; a larger file is not a result.
+MAX_RESULT_BYTES = 4 * MIB
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 PR_SET_CHILD_SUBREAPER = 36
+PR_SET_DUMPABLE = 4
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -275,6 +279,8 @@ def run_sandboxed(
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        with _sandboxes_lock:
+            _sandboxes.add(process.pid)
         tree = ProcessTree(process)
         output = cast(IO[bytes], process.stdout)
         reader = threading.Thread(target=_stream_output, args=(output, context.log), daemon=True)
@@ -285,20 +291,95 @@ def run_sandboxed(
             # Whatever the evaluation left running goes with it.
             tree.kill(grace=0)
             returncode = tree.reap()
+            with _sandboxes_lock:
+                _sandboxes.discard(process.pid)
+            end_escaped_processes()
             reader.join(timeout=5)
             if not reader.is_alive():
                 output.close()
-        if not result_path.exists():
-            raise EvaluationError(
-                f"The evaluation process {exit_description(returncode)} before it reported a "
-                "result: see the log."
-            )
-        result = json.loads(result_path.read_text())
+        result = _read_result(result_path, returncode)
     if "error" in result:
         raise EvaluationError(str(result["error"]))
     if result.get("stopped"):
         raise EvaluationError("The evaluation was stopped by a signal from outside the worker.")
     return SandboxResult(checked_metrics(result["metrics"]), dict(result["provenance"]))
+
+
+def _read_result(path: Path, returncode: int) -> dict[str, Any]:
+    """The sandbox's result file, read so that whatever the evaluation put in its place (a
+    FIFO, a link to /dev/zero, a huge file) cannot block or flood the worker."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise EvaluationError(
+            f"The evaluation process {exit_description(returncode)} before it reported a "
+            "result: see the log."
+        ) from None
+    except OSError as error:
+        raise EvaluationError(f"The evaluation's result file was tampered with: {error}.") from None
+    with os.fdopen(descriptor, "rb") as file:
+        found = os.fstat(file.fileno())
+        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_RESULT_BYTES:
+            raise EvaluationError(
+                "The evaluation's result file was replaced by something that is not a result."
+            )
+        try:
+            result = json.loads(file.read(MAX_RESULT_BYTES))
+        except ValueError:
+            raise EvaluationError("The evaluation's result file is not valid JSON.") from None
+    if not isinstance(result, dict):
+        raise EvaluationError("The evaluation's result file is not a result.")
+    return result
+
+
+# The sandbox processes running now; whether this process adopts orphans (the worker does).
+_sandboxes: set[int] = set()
+_sandboxes_lock = threading.Lock()
+_adopting = False
+
+
+def adopt_orphans() -> None:
+    """Makes this process (the worker, which starts no other processes) the parent of any
+    process that escapes a sandbox whose own process already exited, so that
+    `end_escaped_processes` can find it."""
+    global _adopting
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    _adopting = True
+
+
+def hide_from_same_user() -> None:
+    """Keeps other processes of this user (an evaluation among them) from reading this
+    process's memory, environment and open files through /proc: the node token is in there."""
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
+def end_escaped_processes() -> list[int]:
+    """Kills this process's children that are not a running sandbox: in a worker that adopts
+    orphans, those are processes that outlived the sandbox they came from. Returns their pids."""
+    if not _adopting:
+        return []
+    with _sandboxes_lock:
+        running = set(_sandboxes)
+    escaped = [child for child in psutil.Process().children() if child.pid not in running]
+    for child in escaped:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(escaped, timeout=1)
+    return [child.pid for child in escaped]
+
+
+def _end_descendants() -> None:
+    """Ends every process the evaluation started. Orphans are re-parented to this process (a
+    subreaper), so one that double-forked away from its parent is found too."""
+    me = psutil.Process()
+    for _ in range(100):
+        children = me.children(recursive=True)
+        if not children:
+            return
+        for child in children:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
+        psutil.wait_procs(children, timeout=0.1)
 
 
 def _supervise(tree: ProcessTree, stop: threading.Event, memory_limit_mb: int) -> None:
@@ -430,6 +511,7 @@ def main(request_path: str, result_path: str) -> None:
     except (Exception, SystemExit) as error:
         traceback.print_exc()
         result = {"error": f"{type(error).__name__}: {error}"}
+    _end_descendants()
     partial = Path(f"{result_path}.partial")
     partial.write_text(json.dumps(result, default=str))
     partial.rename(result_path)

@@ -1,6 +1,7 @@
 """The evaluation sandbox with real subprocesses: scripts from a benchmark's dataset run through
 the command evaluator in a claimed attempt, and the worker's limits hold them."""
 
+import hashlib
 import json
 import re
 import socket
@@ -274,3 +275,72 @@ def test_a_model_with_pickle_files_is_refused_before_anything_is_fetched(tmp_pat
     assert reason.startswith("Refusing the model file(s) pytorch_model.bin: pickle files run code")
     assert node.downloads == []
     assert not any(path.is_file() for path in (tmp_path / "cache").rglob("*"))
+
+
+DOUBLE_FORK_PY = """
+import json, os, sys, time
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        open(sys.argv[1], "w").write(str(os.getpid()))
+        time.sleep(300)
+    os._exit(0)
+os.wait()
+json.dump({"done": 1}, open(os.environ["METRICS_FILE"], "w"))
+"""
+
+
+def test_a_process_that_double_forked_away_ends_with_the_evaluation(tmp_path):
+    pid_file = tmp_path / "daemon.pid"
+    run, node = _command_run(tmp_path, "daemon.py", DOUBLE_FORK_PY, args=[pid_file])
+
+    assert run.execute() == "succeeded", node.outcomes
+    [pid] = _pids(pid_file)
+    assert wait_for(lambda: _gone(pid), timeout=5), "the daemon outlived its evaluation"
+
+
+FIFO_PY = """
+import os, signal
+parent = os.getppid()
+arguments = open(f"/proc/{parent}/cmdline", "rb").read().split(b"\\0")
+result_path = arguments[-2].decode()
+os.mkfifo(result_path)
+os.kill(parent, signal.SIGKILL)
+"""
+
+
+def test_a_script_that_replaces_the_result_file_cannot_block_the_worker(tmp_path):
+    run, node = _command_run(tmp_path, "fifo.py", FIFO_PY, time_limit_seconds=5)
+    outcome: list[str] = []
+    thread = threading.Thread(target=lambda: outcome.append(run.execute()), daemon=True)
+    thread.start()
+    thread.join(timeout=30)
+
+    assert outcome == ["failed"], "the attempt never ended"
+    [(_, reason)] = node.outcomes
+    assert "not a result" in reason
+
+
+TAMPER_PY = """
+import json, os
+path = os.path.join(os.environ["MODEL_DIR"], "model.onnx")
+os.chmod(os.path.realpath(path), 0o644)
+with open(path, "r+b") as model:
+    model.write(b"POISON")
+json.dump({"written": 1}, open(os.environ["METRICS_FILE"], "w"))
+"""
+
+
+def test_a_cached_file_an_evaluation_wrote_to_is_fetched_again(tmp_path):
+    first, first_node = _command_run(tmp_path, "tamper.py", TAMPER_PY)
+    assert first.execute() == "succeeded", first_node.outcomes
+    second, second_node = _command_run(tmp_path, "tamper.py", TAMPER_PY)
+    second.cache = first.cache  # the same worker process: it knows what it verified
+    model_sha256 = hashlib.sha256(MODEL_BYTES).hexdigest()
+
+    assert second.execute() == "succeeded", second_node.outcomes
+    assert second_node.downloads.count(model_sha256) == 1  # the poisoned copy was not used
+    cached = first.cache.path_for(model_sha256)
+    assert cached.read_bytes().startswith(b"POISON")  # what the second script did
+    assert first.cache.fetch(second_node, url="", sha256=model_sha256, size=len(MODEL_BYTES))
+    assert cached.read_bytes() == MODEL_BYTES

@@ -1,19 +1,7 @@
 """The "smoke" evaluator: proves that a node can fetch a job's files intact and hold its
 devices, without running any code from the model."""
 
-import hashlib
-
-from worker.evaluation import EvaluationContext, EvaluationError, Stopped
-
-CHUNK_BYTES = 1024 * 1024
-
-
-def _sha256(path) -> str:
-    hasher = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(CHUNK_BYTES):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+from worker.evaluation import EvaluationContext, EvaluationError, Stopped, file_sha256
 
 
 def evaluate(context: EvaluationContext) -> dict[str, float]:
@@ -21,7 +9,7 @@ def evaluate(context: EvaluationContext) -> dict[str, float]:
     total = 0
     for fetched in files:
         context.check_stop()
-        digest = _sha256(fetched.path)
+        digest = file_sha256(fetched.path)
         if digest != fetched.sha256:
             raise EvaluationError(
                 f"{fetched.filename}: sha256 {digest} on disk, {fetched.sha256} expected."
