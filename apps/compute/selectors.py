@@ -337,12 +337,19 @@ def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
     ]
 
 
-def user_can_see_job_details(*, user: Viewer, job: Job) -> bool:
-    """Logs, failure reasons and history: staff, and the job's institution and submitter when
-    they may see its model and benchmark (a public result alone shows its metrics only)."""
+def job_details_visible_to(user: Viewer) -> Q:
+    """Logs, failure reasons, history and the host: staff, and the job's institution and
+    submitter when they may see its model and benchmark (a public result alone shows its
+    metrics only)."""
     if not _signed_in(user):
-        return False
-    return user.is_staff or Job.objects.filter(_own_jobs(user), pk=job.pk).exists()
+        return Q(pk__in=[])
+    if user.is_staff:
+        return Q()
+    return _own_jobs(user)
+
+
+def user_can_see_job_details(*, user: Viewer, job: Job) -> bool:
+    return Job.objects.filter(job_details_visible_to(user), pk=job.pk).exists()
 
 
 def job_artifact(*, node: ComputeNode, job_id: int, attempt: int, sha256: str) -> Artifact:

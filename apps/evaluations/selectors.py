@@ -11,13 +11,14 @@ from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
 
-from apps.accounts.models import Institution, User
+from apps.accounts.models import Institution
 from apps.catalog import selectors as catalog_selectors
-from apps.catalog.models import Benchmark
+from apps.catalog.models import Benchmark, Dataset
 from apps.compute import selectors as compute_selectors
+from apps.compute.models import Job
 from apps.evaluations.models import Result
 
 Viewer = catalog_selectors.Viewer
@@ -30,6 +31,10 @@ def results_visible_to(user: Viewer) -> Q:
 
 
 def result_list(*, user: Viewer) -> QuerySet[Result]:
+    """Visible results, each annotated with what else its viewer may see: the job's page
+    (`sees_job`), its details such as logs and host (`sees_job_details`), and the benchmark's
+    dataset (`sees_dataset`)."""
+    job = Job.objects.filter(pk=OuterRef("job_id"))
     return (
         Result.objects.filter(results_visible_to(user))
         .select_related(
@@ -37,6 +42,15 @@ def result_list(*, user: Viewer) -> QuerySet[Result]:
             "benchmark__institution",
             "institution",
             "node__institution",
+        )
+        .annotate(
+            sees_job=Exists(job.filter(compute_selectors.jobs_visible_to(user))),
+            sees_job_details=Exists(job.filter(compute_selectors.job_details_visible_to(user))),
+            sees_dataset=Exists(
+                Dataset.objects.filter(
+                    catalog_selectors.visible_to(user), pk=OuterRef("benchmark__dataset_id")
+                )
+            ),
         )
         .order_by("-created_at", "-id")
     )
@@ -49,12 +63,29 @@ def result_get(*, user: Viewer, result_id: int) -> Result:
     return result
 
 
+# What only those who may see the job's details learn: the host's name and the GPUs' serials.
+HOST_DETAILS = ("host",)
+
+
 def result_provenance(result: Result) -> dict[str, Any]:
-    """The whole provenance record: what the worker reported, and what the node itself knows
-    (which node ran it, for which institution, for how long)."""
+    """The provenance record, as the result's viewer (see `result_list`) may see it: what the
+    worker reported, and what the node itself knows (which node ran it, for which institution,
+    for how long)."""
     node = result.node
+    reported = dict(result.provenance)
+    if not getattr(result, "sees_job_details", False):
+        for key in HOST_DETAILS:
+            reported.pop(key, None)
+        if isinstance(reported.get("gpus"), list):
+            reported["gpus"] = [
+                {key: value for key, value in gpu.items() if key != "uuid"}
+                for gpu in reported["gpus"]
+                if isinstance(gpu, dict)
+            ]
+    if not getattr(result, "sees_dataset", False):
+        reported.pop("dataset_files", None)
     return {
-        **result.provenance,
+        **reported,
         "job": result.job_id,
         "attempt": result.attempt,
         "node": node.name if node else None,
@@ -138,8 +169,9 @@ def leaderboard(
     scored: list[tuple[Result, float]] = [
         (result, score) for result, score in best.values() if score is not None
     ]
-    # Python's sort is stable: results already in the order they were reached.
-    scored.sort(key=lambda pair: pair[1], reverse=metric.higher_is_better)
+    direction = -1 if metric.higher_is_better else 1
+    # Equal scores: the version that reached its score first ranks first.
+    scored.sort(key=lambda pair: (direction * pair[1], pair[0].created_at, pair[0].pk))
     entries = [
         LeaderboardEntry(rank, result, score, runs[result.model_version_id])
         for rank, (result, score) in enumerate(scored, start=1)
@@ -197,9 +229,3 @@ def institutions_with_results(*, user: Viewer, benchmark: Benchmark) -> QuerySet
         .values("model_version__model__institution_id")
     )
     return Institution.objects.filter(pk__in=model_institutions).order_by("name")
-
-
-def user_sees_logs(*, user: Viewer, result: Result) -> bool:
-    return isinstance(user, User) and compute_selectors.user_can_see_job_details(
-        user=user, job=result.job
-    )

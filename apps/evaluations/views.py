@@ -72,7 +72,7 @@ def result_list(request: HttpRequest) -> HttpResponse:
 def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
     result = selectors.result_get(user=request.user, result_id=result_id)
     provenance = selectors.result_provenance(result)
-    sees_logs = selectors.user_sees_logs(user=request.user, result=result)
+    sees_logs = result.sees_job_details  # type: ignore[attr-defined]
     log = compute_selectors.job_log(job=result.job, attempt=result.attempt) if sees_logs else ""
     return render(
         request,
@@ -83,6 +83,7 @@ def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "provenance": provenance,
             "provenance_json": json.dumps(provenance, indent=2, sort_keys=True),
             "sees_logs": sees_logs,
+            "sees_job": result.sees_job,  # type: ignore[attr-defined]
             "log": log,
         },
     )

@@ -68,7 +68,9 @@ def post_result(gpu_node):  # noqa: F811 - the imported fixture, requested
     """post_result(user, version, benchmark, metrics, days_ago=0): a job of `user` run on the
     node, whose result is posted with `metrics` and recorded `days_ago` days back."""
 
-    def _post(user, version, benchmark, metrics, *, days_ago: float = 0, log: str = "") -> Result:
+    def _post(
+        user, version, benchmark, metrics, *, days_ago: float = 0, log: str = "", provenance=None
+    ) -> Result:
         job = compute_services.job_submit(user=user, model_version=version, benchmark=benchmark)
         assert job.pk in compute_services.jobs_dispatch()
         job.refresh_from_db()
@@ -82,7 +84,8 @@ def post_result(gpu_node):  # noqa: F811 - the imported fixture, requested
             job_id=job.pk,
             attempt=job.attempt,
             metrics=metrics,
-            provenance={
+            provenance=provenance
+            or {
                 "evaluator": "smoke",
                 "evaluator_version": "0.1.0",
                 "gpus": "cpu",

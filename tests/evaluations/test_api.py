@@ -151,3 +151,42 @@ def test_a_hidden_benchmark_has_no_leaderboard(client_as, member, institution, m
     url = f"/api/v1/benchmarks/{private.pk}/leaderboard/"
     assert client_as("outsider").get(url).status_code == 404
     assert client_as("member").get(url).status_code == 200
+
+
+def test_the_host_gpu_serials_and_hidden_dataset_files_stay_with_the_jobs_institution(
+    client_as, member, institution, make_model_version, post_result
+):
+    from apps.catalog import services as catalog_services
+    from tests.catalog.conftest import store
+    from tests.catalog.samples import safetensors_bytes
+
+    data = store(member, safetensors_bytes(901), "held-out.safetensors")
+    dataset = catalog_services.dataset_create(
+        user=member, institution=institution, name="Held out", slug="held-out",
+        license="CC-BY-4.0", files=[("held-out.safetensors", data.sha256)],
+        visibility=Visibility.INSTITUTION,
+    )  # fmt: skip
+    benchmark = catalog_services.benchmark_create(
+        user=member, institution=institution, name="Hidden data", slug="hidden-data",
+        task_type="classification", dataset=dataset,
+        metrics=[{"name": "accuracy", "higher_is_better": True}], evaluator="smoke", gpu_count=0,
+    )  # fmt: skip
+    version = make_model_version(member, institution, name="Open model")
+    result = post_result(
+        member, version, benchmark, {"accuracy": 0.9},
+        provenance={
+            "evaluator": "smoke", "host": "gpu-host-17.lab.internal",
+            "gpus": [{"index": 0, "name": "NVIDIA H100", "uuid": "GPU-1234"}],
+            "dataset_files": {"held-out.safetensors": data.sha256},
+        },
+    )  # fmt: skip
+    inside = client_as("member").get(f"/api/v1/results/{result.pk}/").json()["provenance"]
+    assert inside["host"] == "gpu-host-17.lab.internal"
+    assert inside["gpus"] == [{"index": 0, "name": "NVIDIA H100", "uuid": "GPU-1234"}]
+    assert inside["dataset_files"] == {"held-out.safetensors": data.sha256}
+
+    outside = client_as("outsider").get(f"/api/v1/results/{result.pk}/").json()["provenance"]
+    assert "host" not in outside and "dataset_files" not in outside
+    assert outside["gpus"] == [{"index": 0, "name": "NVIDIA H100"}]
+    listed = client_as("outsider").get("/api/v1/results/").json()["results"]
+    assert [row["provenance"].get("host") for row in listed] == [None]

@@ -60,6 +60,18 @@ def test_equal_scores_keep_the_order_they_were_reached_in(
     assert [e.result.model_version.model.name for e in entries] == ["Beta", "Alpha"]
 
 
+def test_an_equal_score_reached_later_by_an_older_entry_ranks_after_the_earlier_one(
+    member, cpu_benchmark, two_versions, post_result
+):
+    alpha, beta = two_versions
+    post_result(member, alpha, cpu_benchmark, {"accuracy": 0.5, "loss": 1}, days_ago=3)
+    post_result(member, beta, cpu_benchmark, {"accuracy": 0.9, "loss": 1}, days_ago=2)
+    post_result(member, alpha, cpu_benchmark, {"accuracy": 0.9, "loss": 1}, days_ago=1)
+    metric = selectors.leaderboard_metric(cpu_benchmark, None)
+    entries = selectors.leaderboard(user=member, benchmark=cpu_benchmark, metric=metric)
+    assert _ranked(entries) == [(1, "Beta", 0.9, 1), (2, "Alpha", 0.9, 2)]
+
+
 def test_a_version_whose_results_lack_the_metric_is_listed_last_unranked(
     member, cpu_benchmark, two_versions, post_result
 ):
