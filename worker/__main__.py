@@ -26,7 +26,11 @@ def _positive(value: str) -> int:
 def _add_settings(command: argparse.ArgumentParser) -> None:
     command.add_argument("--broker-url", help="broker URL (or WORKER_BROKER_URL)")
     command.add_argument("--node-url", help="the node's base URL (or WORKER_NODE_URL)")
-    command.add_argument("--node-token", help="this worker's node token (or WORKER_NODE_TOKEN)")
+    command.add_argument(
+        "--node-token",
+        help="this worker's node token; prefer WORKER_NODE_TOKEN: a command line is visible to "
+        "every process of the host",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:

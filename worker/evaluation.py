@@ -9,6 +9,7 @@ files the job fetched, writes only under `scratch_dir`, runs on the devices `env
 """
 
 import hashlib
+import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,20 @@ from pathlib import Path
 from typing import Any
 
 CHUNK_BYTES = 1024 * 1024
+# What the node stores of one result: enough for any benchmark, not a flood.
+MAX_METRICS = 1000
+MAX_METRIC_NAME_LENGTH = 200
+
+
+def finite_number(value: object) -> bool:
+    """A JSON number the platform can store and rank: no bool, NaN, infinity or an integer
+    beyond what a float holds."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def file_sha256(path: Path) -> str:

@@ -16,7 +16,6 @@ import ctypes
 import fcntl
 import importlib
 import json
-import math
 import numbers
 import os
 import random
@@ -40,10 +39,13 @@ from typing import IO, Any, cast
 import psutil
 
 from worker.evaluation import (
+    MAX_METRIC_NAME_LENGTH,
+    MAX_METRICS,
     EvaluationContext,
     EvaluationError,
     FetchedFile,
     Stopped,
+    finite_number,
 )
 from worker.evaluators import DEFAULT_SEED, EvaluatorSpec, package_versions
 
@@ -77,14 +79,26 @@ class SandboxResult:
 def checked_metrics(metrics: Any) -> dict[str, int | float]:
     """The evaluator's metrics as JSON numbers (numpy scalars included)."""
     if not isinstance(metrics, dict) or not metrics:
-        raise EvaluationError(f"The evaluator returned {metrics!r}, not metrics {{name: number}}.")
+        raise EvaluationError(
+            f"The evaluator returned {metrics!r:.200}, not metrics {{name: number}}."
+        )
+    if len(metrics) > MAX_METRICS:
+        raise EvaluationError(
+            f"The evaluator returned {len(metrics)} metrics: at most {MAX_METRICS}."
+        )
     checked: dict[str, int | float] = {}
     for name, value in metrics.items():
+        if len(str(name)) > MAX_METRIC_NAME_LENGTH:
+            raise EvaluationError(
+                f"Metric name {str(name)[:40]!r}… is longer than {MAX_METRIC_NAME_LENGTH} "
+                "characters."
+            )
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise EvaluationError(f"Metric {name!r} is not a number: {value!r}.")
-        if not math.isfinite(value):
-            raise EvaluationError(f"Metric {name!r} is {value!r}: not a finite number.")
-        checked[str(name)] = int(value) if isinstance(value, numbers.Integral) else float(value)
+            raise EvaluationError(f"Metric {name!r} is not a number: {value!r:.100}.")
+        number = int(value) if isinstance(value, numbers.Integral) else float(value)
+        if not finite_number(number):
+            raise EvaluationError(f"Metric {name!r} is {value!r:.100}: not a finite number.")
+        checked[str(name)] = number
     return checked
 
 

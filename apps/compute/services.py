@@ -5,7 +5,6 @@ JobConflict (a worker speaking for an attempt that is no longer current). Broker
 sent in transaction.on_commit, never from inside an open transaction.
 """
 
-import math
 import secrets
 from collections import defaultdict
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from apps.compute.models import (
 )
 from apps.evaluations import services as evaluation_services
 from apps.evaluations.models import Result
+from worker.evaluation import MAX_METRIC_NAME_LENGTH, MAX_METRICS, finite_number
 from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 from worker.protocol import RUN_JOB_TASK, run_job_task_id
 
@@ -959,11 +959,17 @@ def job_result_post(
 
 
 def _check_metrics(job: Job, metrics: dict[str, Any]) -> None:
-    bad = [
-        name
-        for name, value in metrics.items()
-        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value)
-    ]
+    if len(metrics) > MAX_METRICS:
+        raise ValidationError({"metrics": f"At most {MAX_METRICS} metrics, not {len(metrics)}."})
+    long_names = [name[:40] for name in metrics if len(name) > MAX_METRIC_NAME_LENGTH]
+    if long_names:
+        raise ValidationError(
+            {
+                "metrics": f"Metric names have at most {MAX_METRIC_NAME_LENGTH} characters: "
+                f"{', '.join(long_names)}…"
+            }
+        )
+    bad = [name for name, value in metrics.items() if not finite_number(value)]
     if bad:
         raise ValidationError(
             {"metrics": f"Metric values must be finite numbers: {', '.join(bad)}."}

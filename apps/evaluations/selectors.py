@@ -8,7 +8,7 @@ result, whoever paid for it. Logs and history stay with the job (its institution
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -132,8 +132,8 @@ class LeaderboardEntry:
     runs: int  # how many visible results the version has on this benchmark
 
 
-def _score(result: Result, metric: Metric) -> float | None:
-    value = result.metrics.get(metric.name)
+def _score(metrics: dict[str, Any], metric: Metric) -> float | None:
+    value = metrics.get(metric.name)
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value)
@@ -141,6 +141,35 @@ def _score(result: Result, metric: Metric) -> float | None:
 
 def _better(score: float, than: float, metric: Metric) -> bool:
     return score > than if metric.higher_is_better else score < than
+
+
+class _Scored(NamedTuple):
+    id: int
+    model_version_id: int
+    metrics: dict[str, Any]
+    created_at: datetime
+    finished_at: datetime | None
+    label: str
+
+
+def _scored_results(
+    user: Viewer, benchmark: Benchmark, institution: Institution | None
+) -> list[_Scored]:
+    """The visible results of the benchmark, oldest first, with only what ranking needs: a
+    benchmark with thousands of results is ranked without loading their provenance."""
+    results = Result.objects.filter(results_visible_to(user), benchmark=benchmark)
+    if institution is not None:
+        results = results.filter(model_version__model__institution=institution)
+    rows = results.order_by("created_at", "id").values_list(
+        "id",
+        "model_version_id",
+        "metrics",
+        "created_at",
+        "finished_at",
+        "model_version__model__name",
+        "model_version__label",
+    )
+    return [_Scored(*row[:5], label=f"{row[5]} {row[6]}") for row in rows]
 
 
 def leaderboard(
@@ -151,37 +180,34 @@ def leaderboard(
     institution: Institution | None = None,
 ) -> list[LeaderboardEntry]:
     """The best visible result of each model version on the benchmark, best first. Equal
-    scores keep the order in which they were reached; `institution` keeps the models it
-    publishes."""
-    results = result_list(user=user).filter(benchmark=benchmark).order_by("created_at", "id")
-    if institution is not None:
-        results = results.filter(model_version__model__institution=institution)
-    best: dict[int, tuple[Result, float | None]] = {}
+    scores rank in the order they were reached; `institution` keeps the models it publishes."""
+    best: dict[int, tuple[_Scored, float | None]] = {}
     runs: dict[int, int] = defaultdict(int)
-    for result in results:
-        runs[result.model_version_id] += 1
-        score = _score(result, metric)
-        held = best.get(result.model_version_id)
+    for row in _scored_results(user, benchmark, institution):
+        runs[row.model_version_id] += 1
+        score = _score(row.metrics, metric)
+        held = best.get(row.model_version_id)
         if held is None or (
             score is not None and (held[1] is None or _better(score, held[1], metric))
         ):
-            best[result.model_version_id] = (result, score)
-    scored: list[tuple[Result, float]] = [
-        (result, score) for result, score in best.values() if score is not None
+            best[row.model_version_id] = (row, score)
+    scored: list[tuple[_Scored, float]] = [
+        (row, score) for row, score in best.values() if score is not None
     ]
     direction = -1 if metric.higher_is_better else 1
     # Equal scores: the version that reached its score first ranks first.
-    scored.sort(key=lambda pair: (direction * pair[1], pair[0].created_at, pair[0].pk))
-    entries = [
-        LeaderboardEntry(rank, result, score, runs[result.model_version_id])
-        for rank, (result, score) in enumerate(scored, start=1)
+    scored.sort(key=lambda pair: (direction * pair[1], pair[0].created_at, pair[0].id))
+    unscored = [(row, None) for row, score in best.values() if score is None]
+    chosen = result_list(user=user).in_bulk([row.id for row, _score in best.values()])
+    return [
+        LeaderboardEntry(
+            rank if score is not None else None,
+            chosen[row.id],
+            score,
+            runs[row.model_version_id],
+        )
+        for rank, (row, score) in enumerate([*scored, *unscored], start=1)
     ]
-    entries += [
-        LeaderboardEntry(None, result, None, runs[result.model_version_id])
-        for result, score in best.values()
-        if score is None
-    ]
-    return entries
 
 
 @dataclass(frozen=True)
@@ -197,6 +223,10 @@ class ScoreSeries:
     points: list[ScorePoint]
 
 
+# A chart of more points is unreadable: it shows the latest ones.
+MAX_CHART_POINTS = 2000
+
+
 def score_history(
     *,
     user: Viewer,
@@ -204,20 +234,17 @@ def score_history(
     metric: Metric,
     institution: Institution | None = None,
 ) -> list[ScoreSeries]:
-    """Every visible result's score over time, one series per model version."""
-    results = result_list(user=user).filter(benchmark=benchmark).order_by("created_at", "id")
-    if institution is not None:
-        results = results.filter(model_version__model__institution=institution)
+    """The visible results' scores over time (the latest MAX_CHART_POINTS), one series per
+    model version."""
+    scored = [
+        (row, score)
+        for row in _scored_results(user, benchmark, institution)
+        if (score := _score(row.metrics, metric)) is not None
+    ]
     series: dict[int, ScoreSeries] = {}
-    for result in results:
-        score = _score(result, metric)
-        if score is None:
-            continue
-        version = result.model_version
-        entry = series.setdefault(
-            version.pk, ScoreSeries(f"{version.model.name} {version.label}", [])
-        )
-        entry.points.append(ScorePoint(result.finished_at or result.created_at, score, result.pk))
+    for row, score in scored[-MAX_CHART_POINTS:]:
+        entry = series.setdefault(row.model_version_id, ScoreSeries(row.label, []))
+        entry.points.append(ScorePoint(row.finished_at or row.created_at, score, row.id))
     return list(series.values())
 
 

@@ -234,13 +234,28 @@ class TestLifecycle:
                 node=other, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance={}
             )
 
-    @pytest.mark.parametrize("value", ["high", float("inf"), float("nan"), True])
+    @pytest.mark.parametrize("value", ["high", float("inf"), float("nan"), True, 10**400])
     def test_metrics_must_be_finite_numbers(self, member, submit_job, gpu_node, value):
         job = _run(submit_job(member), gpu_node)
         with pytest.raises(ValidationError, match="must be finite numbers: accuracy"):
             services.job_result_post(
                 node=gpu_node, job_id=job.pk, attempt=1, metrics={"accuracy": value}, provenance={}
             )
+
+    @pytest.mark.parametrize(
+        ("metrics", "message"),
+        [
+            ({f"m{n}": 1 for n in range(1001)}, "At most 1000 metrics, not 1001."),
+            ({"x" * 201: 1}, "Metric names have at most 200 characters"),
+        ],
+    )
+    def test_a_flood_of_metrics_is_refused(self, member, submit_job, gpu_node, metrics, message):
+        job = _run(submit_job(member), gpu_node)
+        with pytest.raises(ValidationError, match=message):
+            services.job_result_post(
+                node=gpu_node, job_id=job.pk, attempt=1, metrics=metrics, provenance={}
+            )
+        assert not Result.objects.exists()
 
     def test_a_claim_whose_answer_was_lost_can_be_made_again(self, member, submit_job, gpu_node):
         job = _run(submit_job(member), gpu_node)

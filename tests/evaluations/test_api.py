@@ -190,3 +190,19 @@ def test_the_host_gpu_serials_and_hidden_dataset_files_stay_with_the_jobs_instit
     assert outside["gpus"] == [{"index": 0, "name": "NVIDIA H100"}]
     listed = client_as("outsider").get("/api/v1/results/").json()["results"]
     assert [row["provenance"].get("host") for row in listed] == [None]
+
+
+def test_the_leaderboard_costs_the_same_queries_for_more_results(
+    client_as, results, member, cpu_benchmark, make_model_version, post_result,
+    django_assert_max_num_queries,
+):  # fmt: skip
+    client = client_as("member")
+    url = f"/api/v1/benchmarks/{cpu_benchmark.pk}/leaderboard/"
+    with django_assert_max_num_queries(8) as three_versions:
+        client.get(url)
+    for number in range(4):
+        version = make_model_version(member, results["public"].institution, name=f"More {number}")
+        post_result(member, version, cpu_benchmark, {"accuracy": 0.5, "loss": 1})
+        post_result(member, version, cpu_benchmark, {"accuracy": 0.6, "loss": 1})
+    with django_assert_max_num_queries(len(three_versions.captured_queries)):
+        assert len(client.get(url).json()["entries"]) == 7

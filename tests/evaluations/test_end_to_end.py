@@ -275,7 +275,15 @@ def test_the_sandbox_holds_through_the_worker(
         "except OSError as error:\n"
         "    print('no network:', error)\n"
         "    reached = 0\n"
-        "json.dump({'reached': reached}, open(os.environ['METRICS_FILE'], 'w'))\n"
+        "worker = int(open(f'/proc/{os.getppid()}/stat').read().split(') ')[1].split()[1])\n"
+        "try:\n"
+        "    environ = open(f'/proc/{worker}/environ', 'rb').read()\n"
+        "    token_seen = int(b'WORKER_NODE_TOKEN' in environ)\n"
+        "except OSError as error:\n"
+        "    print('worker environment:', error)\n"
+        "    token_seen = 0\n"
+        "metrics = {'reached': reached, 'token_seen': token_seen}\n"
+        "json.dump(metrics, open(os.environ['METRICS_FILE'], 'w'))\n"
     )
     job = submit(researcher, version, _command_benchmark(researcher, institution, "net", probe))
     body = finished(researcher, job, worker)
@@ -285,6 +293,7 @@ def test_the_sandbox_holds_through_the_worker(
         assert body["metrics"]["reached"] == 0
     else:
         assert network.startswith("not isolated: ")
+    assert body["metrics"]["token_seen"] == 0  # the worker's environment holds the node token
 
     hog = scripts / "hog.py"
     hog.write_text("import time\nblocks = [b'x' * 2**20 for _ in range(400)]\ntime.sleep(30)\n")

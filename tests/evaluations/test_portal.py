@@ -132,3 +132,18 @@ def test_pages_link_to_the_leaderboard_and_results(client, member, results, cpu_
     listed = page(client.get(f"/results/?model={model_id}"))
     assert f'href="/results/{results["theirs"].pk}/"' in listed
     assert f'href="/results/{results["public"].pk}/"' not in listed
+
+
+def test_the_leaderboard_page_costs_the_same_queries_for_more_results(
+    client, member, results, cpu_benchmark, make_model_version, post_result,
+    django_assert_max_num_queries,
+):  # fmt: skip
+    client.force_login(member)
+    url = f"/benchmarks/{cpu_benchmark.pk}/leaderboard/"
+    with django_assert_max_num_queries(20) as before:
+        page(client.get(url))
+    for number in range(4):
+        version = make_model_version(member, results["public"].institution, name=f"More {number}")
+        post_result(member, version, cpu_benchmark, {"accuracy": 0.5, "loss": 1})
+    with django_assert_max_num_queries(len(before.captured_queries)):
+        assert len(leaderboard_rows(page(client.get(url)))) == 7

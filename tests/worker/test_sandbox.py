@@ -95,6 +95,13 @@ def test_a_benchmark_script_runs_and_its_metrics_file_is_the_result(tmp_path):
             "column 1 (char 0).",
         ),
         (
+            "flood.py",
+            "import json, os\n"
+            "json.dump({f'm{n}': n for n in range(5000)}, open(os.environ['METRICS_FILE'], 'w'))\n",
+            "The metrics the script flood.py wrote: The evaluator returned 5000 metrics: at most "
+            "1000.",
+        ),
+        (
             "score.rb",
             "puts 1\n",
             "The script 'score.rb' is neither Python (.py) nor shell (.sh): the command "
@@ -344,3 +351,19 @@ def test_a_cached_file_an_evaluation_wrote_to_is_fetched_again(tmp_path):
     assert cached.read_bytes().startswith(b"POISON")  # what the second script did
     assert first.cache.fetch(second_node, url="", sha256=model_sha256, size=len(MODEL_BYTES))
     assert cached.read_bytes() == MODEL_BYTES
+
+
+def test_the_worker_process_makes_itself_unreadable_to_processes_of_its_user():
+    # PR_GET_DUMPABLE (3): 0 means /proc/<pid>/environ, mem and fd need CAP_SYS_PTRACE.
+    probe = (
+        "import ctypes\n"
+        "from worker import sandbox\n"
+        "libc = ctypes.CDLL(None)\n"
+        "before = libc.prctl(3, 0, 0, 0, 0)\n"
+        "sandbox.hide_from_same_user()\n"
+        "print(before, libc.prctl(3, 0, 0, 0, 0))\n"
+    )
+    output = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert output.split() == ["1", "0"]

@@ -60,6 +60,10 @@ def evaluate(context: EvaluationContext) -> dict[str, float]:
     left = embeddings[[row_of[sentence] for sentence in first]]
     right = embeddings[[row_of[sentence] for sentence in second]]
     similarity = np.sum(left * right, axis=1)
+    if not np.all(np.isfinite(similarity)):
+        raise EvaluationError(
+            "The model's embeddings hold NaN or infinite values: no similarity to score."
+        )
     if np.ptp(similarity) == 0:
         context.log("every pair has the same similarity: the correlations are 0")
     metrics = {

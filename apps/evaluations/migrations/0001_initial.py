@@ -10,7 +10,7 @@ def copy_job_results(apps, schema_editor):
     Result = apps.get_model("evaluations", "Result")
     for old in JobResult.objects.select_related("job"):
         job = old.job
-        Result.objects.create(
+        new = Result.objects.create(
             job=job,
             attempt=old.attempt,
             model_version_id=job.model_version_id,
@@ -23,6 +23,8 @@ def copy_job_results(apps, schema_editor):
             started_at=job.started_at,
             finished_at=job.finished_at,
         )
+        # auto_now_add stamped the copy with today's date: keep when the result was posted.
+        Result.objects.filter(pk=new.pk).update(created_at=old.created_at)
 
 
 class Migration(migrations.Migration):
