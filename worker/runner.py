@@ -34,6 +34,11 @@ OUTCOME_RETRY_WAIT_SECONDS = 10.0
 LOG_FLUSH_CHARS = 64 * 1024
 
 
+def default_scratch_root() -> Path:
+    """A folder of its own: an evaluation's sandbox covers it to hide the other jobs' folders."""
+    return Path(tempfile.gettempdir()) / "research-exchange-worker-scratch"
+
+
 def worker_version() -> str:
     try:
         return version("research-exchange")
@@ -196,7 +201,9 @@ class JobRun:
             timer.daemon = True
             timer.start()
         prefix = f"job-{self.job}-attempt-{self.attempt}-"
-        scratch = self._scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=self.scratch_root))
+        root = self.scratch_root or default_scratch_root()
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = self._scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         metrics: dict[str, Any] | None = None
         failure: tuple[str, str] | None = None
         try:
@@ -328,7 +335,12 @@ class JobRun:
         )
 
     def run_evaluator(self, evaluator: EvaluatorSpec) -> dict[str, Any]:
-        outcome = run_sandboxed(evaluator, self.context(), memory_limit_mb=self.memory_limit_mb)
+        outcome = run_sandboxed(
+            evaluator,
+            self.context(),
+            memory_limit_mb=self.memory_limit_mb,
+            cache_root=self.cache.root,
+        )
         self.evaluation_provenance = outcome.provenance
         return outcome.metrics
 

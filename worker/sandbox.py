@@ -58,6 +58,14 @@ MAX_RESULT_BYTES = 4 * MIB
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
+MS_RDONLY = 0x1
+MS_NOSUID = 0x2
+MS_NODEV = 0x4
+MS_REMOUNT = 0x20
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
 SIOCGIFFLAGS = 0x8913
@@ -270,7 +278,11 @@ def exit_description(returncode: int) -> str:
 
 
 def run_sandboxed(
-    spec: EvaluatorSpec, context: EvaluationContext, *, memory_limit_mb: int = 0
+    spec: EvaluatorSpec,
+    context: EvaluationContext,
+    *,
+    memory_limit_mb: int = 0,
+    cache_root: Path | None = None,
 ) -> SandboxResult:
     """Runs the evaluator `spec` names on `context` in a sandboxed subprocess. Raises Stopped
     once `context.stop` is set (the process tree is killed first), EvaluationError when the
@@ -282,7 +294,8 @@ def run_sandboxed(
     # The request and result live beside the scratch directory, not in the evaluator's space.
     with tempfile.TemporaryDirectory(prefix=f"{scratch.name}-sandbox-", dir=scratch.parent) as d:
         request_path, result_path = Path(d) / "request.json", Path(d) / "result.json"
-        request_path.write_text(json.dumps(_request(spec, context)))
+        request = {**_request(spec, context), "cache_root": str(cache_root or "")}
+        request_path.write_text(json.dumps(request))
         # The command is this interpreter and this module: nothing in it comes from the job.
         process = subprocess.Popen(  # noqa: S603
             [sys.executable, "-P", "-m", "worker.sandbox", str(request_path), str(result_path)],
@@ -319,16 +332,20 @@ def run_sandboxed(
     return SandboxResult(checked_metrics(result["metrics"]), dict(result["provenance"]))
 
 
+def _no_result(returncode: int) -> EvaluationError:
+    return EvaluationError(
+        f"The evaluation process {exit_description(returncode)} before it reported a result: "
+        "see the log."
+    )
+
+
 def _read_result(path: Path, returncode: int) -> dict[str, Any]:
     """The sandbox's result file, read so that whatever the evaluation put in its place (a
     FIFO, a link to /dev/zero, a huge file) cannot block or flood the worker."""
     try:
         descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
-        raise EvaluationError(
-            f"The evaluation process {exit_description(returncode)} before it reported a "
-            "result: see the log."
-        ) from None
+        raise _no_result(returncode) from None
     except OSError as error:
         raise EvaluationError(f"The evaluation's result file was tampered with: {error}.") from None
     with os.fdopen(descriptor, "rb") as file:
@@ -337,8 +354,11 @@ def _read_result(path: Path, returncode: int) -> dict[str, Any]:
             raise EvaluationError(
                 "The evaluation's result file was replaced by something that is not a result."
             )
+        content = file.read(MAX_RESULT_BYTES)
+        if not content:
+            raise _no_result(returncode)
         try:
-            result = json.loads(file.read(MAX_RESULT_BYTES))
+            result = json.loads(content)
         except ValueError:
             raise EvaluationError("The evaluation's result file is not valid JSON.") from None
     if not isinstance(result, dict):
@@ -417,29 +437,100 @@ def _supervise(tree: ProcessTree, stop: threading.Event, memory_limit_mb: int) -
             tree.descendants()
 
 
-def isolate_network() -> str:
-    """Moves this process (still single-threaded) into a network namespace of its own: the
-    host's interfaces and every remote address are out of reach, its own loopback is not.
-    Says how, or why it could not."""
+class _Refused(OSError):
+    pass
+
+
+def _call(result: int, what: str) -> None:
+    if result != 0:
+        errno = ctypes.get_errno()
+        raise _Refused(errno, f"{what}: {os.strerror(errno)}")
+
+
+def isolate(request: dict[str, Any]) -> dict[str, str]:
+    """Moves this process (still single-threaded) into namespaces of its own, as far as the
+    kernel allows: a network namespace (the host's interfaces and every remote address out of
+    reach, its own loopback up) and a mount namespace in which the worker's file cache and
+    scratch folder show only this job's files (the cached ones read-only). Says what it got,
+    and why not where it could not."""
     libc = ctypes.CDLL(None, use_errno=True)
-    # A user namespace lets an unprivileged worker make the network namespace, and takes the
-    # host's capabilities away from a worker running as root.
-    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) == 0:
-        how = "new user and network namespace"
+    uid, gid = os.getuid(), os.getgid()
+    # A user namespace lets an unprivileged worker make the others, and takes the host's
+    # capabilities away from a worker running as root.
+    attempts = [
+        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS, "new user, network and mount namespace"),
+        (CLONE_NEWUSER | CLONE_NEWNET, "new user and network namespace"),
+        (CLONE_NEWNET | CLONE_NEWNS, "new network and mount namespace"),
+        (CLONE_NEWNET, "new network namespace"),
+    ]
+    refusals = []
+    for flags, how in attempts:  # noqa: B007 - the namespaces obtained are used below
+        if libc.unshare(flags) == 0:
+            break
+        refusals.append(os.strerror(ctypes.get_errno()))
     else:
-        user_error = os.strerror(ctypes.get_errno())
-        if libc.unshare(CLONE_NEWNET) != 0:
-            net_error = os.strerror(ctypes.get_errno())
-            return (
-                f"not isolated: no new user namespace ({user_error}) "
-                f"and no new network namespace ({net_error})"
-            )
-        how = "new network namespace"
+        reason = f"not isolated: no new namespace ({'; '.join(dict.fromkeys(refusals))})"
+        return {"network": reason, "files": reason}
+    isolation = {"network": f"isolated ({how})"}
     try:
         _loopback_up()
     except OSError as error:
-        return f"isolated ({how}; loopback down: {error.strerror})"
-    return f"isolated ({how})"
+        isolation["network"] = f"isolated ({how}; loopback down: {error.strerror})"
+    if not flags & CLONE_NEWNS:
+        isolation["files"] = "not isolated: no new mount namespace"
+        return isolation
+    try:
+        if flags & CLONE_NEWUSER:
+            # The same ids inside as outside: the job's files keep their owner.
+            Path("/proc/self/setgroups").write_text("deny")
+            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        _hide_other_jobs(libc, request)
+    except OSError as error:
+        isolation["files"] = f"not isolated: {error.strerror or error}"
+    else:
+        isolation["files"] = "only this job's files (the cached ones read-only)"
+    return isolation
+
+
+def _hide_other_jobs(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
+    """Empty file systems over the cache and over the folder of every job's scratch directory,
+    with this job's scratch directory (writable) and its cached files (read-only) put back."""
+    scratch = Path(request["scratch_dir"])
+    cache_root = Path(request["cache_root"]) if request.get("cache_root") else None
+    cached = [
+        Path(os.path.realpath(entry["path"]))
+        for entry in [*request["model_files"], *request["dataset_files"]]
+    ]
+    if cache_root is not None:
+        cached = [path for path in cached if path.is_relative_to(cache_root)]
+    # Opened before anything is covered: the mounts below bind them back from these handles.
+    kept = [(scratch, os.open(scratch, os.O_PATH), False)]
+    kept += [(path, os.open(path, os.O_PATH), True) for path in dict.fromkeys(cached)]
+    _call(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
+    covered = sorted(
+        {scratch.parent, *([cache_root] if cache_root else [])}, key=lambda p: len(p.parts)
+    )
+    for folder in covered:
+        folder.mkdir(parents=True, exist_ok=True)
+        _call(
+            libc.mount(b"tmpfs", bytes(folder), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"),
+            f"cover {folder}",
+        )
+    for path, handle, read_only in kept:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if read_only:
+            path.touch()
+        else:
+            path.mkdir(exist_ok=True)
+        source = f"/proc/self/fd/{handle}".encode()
+        _call(libc.mount(source, bytes(path), None, MS_BIND, None), f"show {path}")
+        if read_only:
+            _call(
+                libc.mount(None, bytes(path), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
+                f"protect {path}",
+            )
+        os.close(handle)
 
 
 def _loopback_up() -> None:
@@ -464,7 +555,9 @@ def _fetched(entry: dict[str, Any]) -> FetchedFile:
     )
 
 
-def _evaluate(request: dict[str, Any], stop: threading.Event, network: str) -> dict[str, Any]:
+def _evaluate(
+    request: dict[str, Any], stop: threading.Event, isolation: dict[str, str]
+) -> dict[str, Any]:
     described = request["evaluator"]
     spec = EvaluatorSpec(
         name=str(described["name"]),
@@ -502,22 +595,27 @@ def _evaluate(request: dict[str, Any], stop: threading.Event, network: str) -> d
         "evaluator": spec.name,
         "evaluator_version": spec.version,
         "packages": package_versions(spec),
-        "network": network,
+        **isolation,
     }
     return {"metrics": metrics, "provenance": provenance}
 
 
 def main(request_path: str, result_path: str) -> None:
-    network = isolate_network()
+    request = json.loads(Path(request_path).read_text())
+    # Opened before the isolation covers the folder it is in, and written only at the end.
+    result_file = open(result_path, "w")  # noqa: SIM115 - held open until the very end
+    isolation = isolate(request)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Orphans of the evaluation become this process's children, so the worker still sees them.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    # The evaluation's own processes cannot reach this one's open result file through /proc.
+    hide_from_same_user()
     stop = threading.Event()
     # The worker's SIGTERM asks the evaluator to stop; SIGKILL follows if it does not.
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     result: dict[str, Any]
     try:
-        result = _evaluate(json.loads(Path(request_path).read_text()), stop, network)
+        result = _evaluate(request, stop, isolation)
     except EvaluationError as error:
         result = {"error": str(error)}
     except Stopped:
@@ -526,9 +624,8 @@ def main(request_path: str, result_path: str) -> None:
         traceback.print_exc()
         result = {"error": f"{type(error).__name__}: {error}"}
     _end_descendants()
-    partial = Path(f"{result_path}.partial")
-    partial.write_text(json.dumps(result, default=str))
-    partial.rename(result_path)
+    result_file.write(json.dumps(result, default=str))
+    result_file.close()
     sys.stdout.flush()
     sys.stderr.flush()
     # No interpreter shutdown: an evaluator's leftover threads must not hold the result back.

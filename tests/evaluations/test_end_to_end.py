@@ -164,6 +164,8 @@ def test_an_onnx_classifier_is_scored_exactly_as_onnxruntime_scores_it(
     assert provenance["execution_provider"] == "CPUExecutionProvider"
     assert provenance["gpus"] == "cpu" and provenance["node"] == "eval-cpu"
     assert provenance["batch_size"] and "seed" in provenance
+    assert provenance["network"].startswith(("isolated", "not isolated: "))
+    assert provenance["files"].startswith(("only this job's files", "not isolated: "))
 
     board = researcher.get(f"/api/v1/benchmarks/{benchmark}/leaderboard/").json()
     assert [entry["result"]["model"]["name"] for entry in board["entries"]] == [

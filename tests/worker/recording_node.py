@@ -89,6 +89,6 @@ def job_run(
         specs=evaluator_specs() if specs is None else specs,
         inventory=Inventory(cpu_count=2, memory_bytes=1),
         stop=threading.Event(),
-        scratch_root=tmp_path,
+        scratch_root=tmp_path / "scratch",
     )
     return run, node

@@ -3,6 +3,7 @@ the command evaluator in a claimed attempt, and the worker's limits hold them.""
 
 import hashlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -15,7 +16,9 @@ import psutil
 import pytest
 
 from tests.conftest import wait_for
-from tests.worker.recording_node import job_run
+from tests.worker.recording_node import RecordingNode, job_run
+from worker import sandbox
+from worker.evaluation import EvaluationError
 
 MODEL_BYTES = b"ONNX stand-in: the command evaluator never loads it"
 
@@ -317,40 +320,86 @@ os.kill(parent, signal.SIGKILL)
 
 
 def test_a_script_that_replaces_the_result_file_cannot_block_the_worker(tmp_path):
-    run, node = _command_run(tmp_path, "fifo.py", FIFO_PY, time_limit_seconds=5)
+    run, _node = _command_run(tmp_path, "fifo.py", FIFO_PY, time_limit_seconds=5)
     outcome: list[str] = []
     thread = threading.Thread(target=lambda: outcome.append(run.execute()), daemon=True)
     thread.start()
     thread.join(timeout=30)
 
     assert outcome == ["failed"], "the attempt never ended"
-    [(_, reason)] = node.outcomes
-    assert "not a result" in reason
+
+
+@pytest.mark.parametrize("replacement", ["fifo", "link to /dev/zero", "huge file", "empty file"])
+def test_the_worker_reads_a_result_file_without_blocking_or_flooding(tmp_path, replacement):
+    path = tmp_path / "result.json"
+    if replacement == "fifo":
+        os.mkfifo(path)
+    elif replacement == "link to /dev/zero":
+        path.symlink_to("/dev/zero")
+    elif replacement == "huge file":
+        path.write_bytes(b" " * (sandbox.MAX_RESULT_BYTES + 1))
+    else:
+        path.touch()
+    with pytest.raises(EvaluationError) as refused:
+        sandbox._read_result(path, 0)
+    if replacement == "empty file":
+        assert "exited with code 0 before it reported a result" in str(refused.value)
+    else:
+        assert "not a result" in str(refused.value) or "tampered" in str(refused.value)
 
 
 TAMPER_PY = """
 import json, os
 path = os.path.join(os.environ["MODEL_DIR"], "model.onnx")
-os.chmod(os.path.realpath(path), 0o644)
-with open(path, "r+b") as model:
-    model.write(b"POISON")
-json.dump({"written": 1}, open(os.environ["METRICS_FILE"], "w"))
+try:
+    os.chmod(os.path.realpath(path), 0o644)
+    with open(path, "r+b") as model:
+        model.write(b"POISON")
+    written = 1
+except OSError as error:
+    print("cannot write the model:", error)
+    written = 0
+cache = os.path.dirname(os.path.dirname(os.path.realpath(path)))
+metrics = {"written": written, "cached_files": sum(len(files) for *_, files in os.walk(cache))}
+json.dump(metrics, open(os.environ["METRICS_FILE"], "w"))
 """
 
 
-def test_a_cached_file_an_evaluation_wrote_to_is_fetched_again(tmp_path):
-    first, first_node = _command_run(tmp_path, "tamper.py", TAMPER_PY)
-    assert first.execute() == "succeeded", first_node.outcomes
-    second, second_node = _command_run(tmp_path, "tamper.py", TAMPER_PY)
-    second.cache = first.cache  # the same worker process: it knows what it verified
-    model_sha256 = hashlib.sha256(MODEL_BYTES).hexdigest()
+def test_a_job_sees_only_its_own_cached_files_and_cannot_change_them(tmp_path):
+    from worker.file_cache import FileCache
 
-    assert second.execute() == "succeeded", second_node.outcomes
-    assert second_node.downloads.count(model_sha256) == 1  # the poisoned copy was not used
-    cached = first.cache.path_for(model_sha256)
-    assert cached.read_bytes().startswith(b"POISON")  # what the second script did
-    assert first.cache.fetch(second_node, url="", sha256=model_sha256, size=len(MODEL_BYTES))
+    other = FileCache(tmp_path / "cache")
+    other_node = RecordingNode({hashlib.sha256(b"another model").hexdigest(): b"another model"})
+    other.fetch(other_node, url="", sha256=hashlib.sha256(b"another model").hexdigest(), size=13)
+    run, node = _command_run(tmp_path, "tamper.py", TAMPER_PY)
+
+    assert run.execute() == "succeeded", node.outcomes
+    cached = run.cache.path_for(hashlib.sha256(MODEL_BYTES).hexdigest())
+    if node.provenance["files"].startswith("only this job's files"):
+        [(_, metrics)] = node.outcomes
+        # This job's three files (model, script, labels), not the other model.
+        assert metrics == {"written": 0, "cached_files": 3}
+        assert cached.read_bytes() == MODEL_BYTES
+    else:
+        assert node.provenance["files"].startswith("not isolated: ")
+
+
+def test_the_cache_fetches_again_a_file_changed_since_it_was_verified(tmp_path):
+    from worker.file_cache import FileCache
+
+    digest = hashlib.sha256(MODEL_BYTES).hexdigest()
+    node = RecordingNode({digest: MODEL_BYTES})
+    cache = FileCache(tmp_path / "cache")
+    cached = cache.fetch(node, url="", sha256=digest, size=len(MODEL_BYTES))
+    assert cached.stat().st_mode & 0o222 == 0  # read-only
+    cached.chmod(0o644)
+    cached.write_bytes(b"POISON" + MODEL_BYTES[6:])  # same size: only the content differs
+
+    assert cache.fetch(node, url="", sha256=digest, size=len(MODEL_BYTES)) == cached
+    assert node.downloads == [digest, digest]
     assert cached.read_bytes() == MODEL_BYTES
+    assert cache.fetch(node, url="", sha256=digest, size=len(MODEL_BYTES)) == cached
+    assert node.downloads == [digest, digest]  # verified once, then trusted
 
 
 def test_the_worker_process_makes_itself_unreadable_to_processes_of_its_user():
