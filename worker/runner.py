@@ -4,9 +4,12 @@
 evaluator in a sandboxed subprocess (`worker.sandbox`) and reports back.
 """
 
+import contextlib
 import logging
+import os
 import shutil
 import socket
+import stat
 import sys
 import tempfile
 import threading
@@ -32,6 +35,25 @@ LOG_FLUSH_SECONDS = 1.0
 OUTCOME_RETRY_LIMIT_SECONDS = 30 * 60
 OUTCOME_RETRY_WAIT_SECONDS = 10.0
 LOG_FLUSH_CHARS = 64 * 1024
+
+
+def remove_tree(folder: Path) -> None:
+    """Removes a scratch folder whatever the evaluation did to its permissions (a folder
+    without read or search permission cannot be emptied until it gets them back)."""
+    try:
+        shutil.rmtree(folder)
+        return
+    except FileNotFoundError:
+        return
+    except OSError:
+        pass
+    with contextlib.suppress(OSError):
+        os.chmod(folder, stat.S_IRWXU)
+    for parent, folders, _files in os.walk(folder):
+        for name in folders:
+            with contextlib.suppress(OSError):
+                os.chmod(os.path.join(parent, name), stat.S_IRWXU, follow_symlinks=False)
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def default_scratch_root() -> Path:
@@ -246,7 +268,7 @@ class JobRun:
                 timer.cancel()
             stream.close()
             self.cache.release(self._pinned)
-            shutil.rmtree(scratch, ignore_errors=True)
+            remove_tree(scratch)
         return self._report_until_heard(metrics, failure, started_at)
 
     def _report_until_heard(

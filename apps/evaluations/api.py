@@ -3,7 +3,6 @@ provenance, and each benchmark's leaderboard."""
 
 from typing import Any
 
-import django_filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -17,9 +16,10 @@ from rest_framework.response import Response
 from rest_framework.reverse import reverse
 from rest_framework.views import APIView
 
-from apps.accounts.models import Institution
+from apps.accounts.fields import InstitutionSlugField
 from apps.catalog import selectors as catalog_selectors
 from apps.evaluations import selectors
+from apps.evaluations.filters import ResultFilter
 from apps.evaluations.models import Result
 
 
@@ -88,24 +88,6 @@ class ResultDetailOutput(ResultOutput):
         return f"{url}?attempt={result.attempt}"
 
 
-class ResultFilter(django_filters.FilterSet):
-    benchmark = django_filters.NumberFilter(field_name="benchmark_id")
-    model = django_filters.NumberFilter(field_name="model_version__model_id")
-    model_version = django_filters.NumberFilter(field_name="model_version_id")
-    institution = django_filters.CharFilter(
-        field_name="institution__slug", help_text="The institution that paid for the evaluation."
-    )
-    model_institution = django_filters.CharFilter(
-        field_name="model_version__model__institution__slug",
-        help_text="The institution that publishes the model.",
-    )
-    node = django_filters.NumberFilter(field_name="node_id")
-
-    class Meta:
-        model = Result
-        fields = ["benchmark", "model", "model_version", "institution", "model_institution", "node"]
-
-
 @extend_schema_view(get=extend_schema(summary="List evaluation results"))
 class ResultListApi(generics.ListAPIView):
     serializer_class = ResultOutput
@@ -142,7 +124,7 @@ class LeaderboardOutput(serializers.Serializer):
 
 class LeaderboardInput(serializers.Serializer):
     metric = serializers.CharField(required=False, max_length=64)
-    institution = serializers.SlugField(required=False, max_length=80)
+    institution = InstitutionSlugField(required=False)
 
 
 class LeaderboardApi(APIView):
@@ -161,13 +143,11 @@ class LeaderboardApi(APIView):
         query.is_valid(raise_exception=True)
         benchmark = catalog_selectors.benchmark_get(user=request.user, benchmark_id=benchmark_id)
         metric = selectors.leaderboard_metric(benchmark, query.validated_data.get("metric"))
-        institution = None
-        if slug := query.validated_data.get("institution"):
-            institution = Institution.objects.filter(slug=slug).first()
-            if institution is None:
-                raise serializers.ValidationError({"institution": f"No institution {slug!r}."})
         entries = selectors.leaderboard(
-            user=request.user, benchmark=benchmark, metric=metric, institution=institution
+            user=request.user,
+            benchmark=benchmark,
+            metric=metric,
+            institution=query.validated_data.get("institution"),
         )
         body = {
             "benchmark": benchmark,

@@ -12,6 +12,7 @@ from apps.catalog import selectors as catalog_selectors
 from apps.compute import selectors as compute_selectors
 from apps.evaluations import selectors
 from apps.evaluations.charts import score_chart
+from apps.evaluations.filters import ResultFilter
 
 PAGE_SIZE = 50
 
@@ -58,13 +59,7 @@ def leaderboard(request: HttpRequest, benchmark_id: int) -> HttpResponse:
 
 
 def result_list(request: HttpRequest) -> HttpResponse:
-    results = selectors.result_list(user=request.user)
-    benchmark = request.GET.get("benchmark", "")
-    if benchmark.isdigit():
-        results = results.filter(benchmark_id=int(benchmark))
-    model = request.GET.get("model", "")
-    if model.isdigit():
-        results = results.filter(model_version__model_id=int(model))
+    results = ResultFilter(request.GET, queryset=selectors.result_list(user=request.user)).qs
     page = Paginator(results, PAGE_SIZE).get_page(request.GET.get("page"))
     return render(request, "evaluations/result_list.html", {"page": page})
 

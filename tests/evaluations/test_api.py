@@ -143,7 +143,9 @@ def test_leaderboard_bad_input_is_a_400_that_says_what_is_wrong(client_as, resul
     assert "ranks by accuracy, loss" in str(bad_metric.json())
     bad_institution = client.get(f"{url}?institution=nowhere")
     assert bad_institution.status_code == 400
-    assert "No institution 'nowhere'" in str(bad_institution.json())
+    assert bad_institution.json()["error"]["fields"] == {
+        "institution": ["Object with slug=nowhere does not exist."]
+    }
 
 
 def test_a_hidden_benchmark_has_no_leaderboard(client_as, member, institution, make_cpu_benchmark):
