@@ -1,10 +1,12 @@
 import os
+import secrets
 import subprocess
 import sys
 import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 from rest_framework.test import APIClient
 
@@ -148,6 +150,22 @@ def control_worker(transactional_db, tmp_path):
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def sleep_marker() -> str:
+    """A `sleep` duration no other process on the host uses. Evaluations run in a PID namespace
+    of their own, so tests find their processes by command line, not by the pids they see."""
+    return f"300.{secrets.randbelow(10**9)}"
+
+
+def processes_with(marker: str) -> list[psutil.Process]:
+    """The live (not zombie) processes whose command line holds `marker`."""
+    found = []
+    for process in psutil.process_iter(["cmdline", "status"]):
+        command = " ".join(process.info["cmdline"] or [])
+        if marker in command and process.info["status"] != psutil.STATUS_ZOMBIE:
+            found.append(process)
+    return found
 
 
 def wait_for(condition, *, timeout: float = 30.0, interval: float = 0.2) -> bool:

@@ -38,7 +38,8 @@ def default_cache_dir() -> Path:
 
 class FileCache:
     def __init__(self, root: Path, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
-        self.root = Path(root)
+        # Absolute, without links: the job's files link here, and the sandbox covers this path.
+        self.root = Path(root).resolve()
         self.max_bytes = max_bytes
         self.root.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()

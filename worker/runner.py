@@ -23,7 +23,7 @@ from typing import Any
 
 from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile, Stopped
 from worker.evaluators import EvaluatorSpec
-from worker.file_cache import FileCache
+from worker.file_cache import FileCache, default_cache_dir
 from worker.inventory import Inventory
 from worker.node_client import NodeClient, NodeError, NodeUnavailable, StaleAttempt
 from worker.sandbox import checked_metrics, run_sandboxed
@@ -57,8 +57,9 @@ def remove_tree(folder: Path) -> None:
 
 
 def default_scratch_root() -> Path:
-    """A folder of its own: an evaluation's sandbox covers it to hide the other jobs' folders."""
-    return Path(tempfile.gettempdir()) / "research-exchange-worker-scratch"
+    """A folder of its own, beside the file cache and not in /tmp: an evaluation's sandbox
+    covers it to hide the other jobs' folders."""
+    return default_cache_dir().parent / "scratch"
 
 
 def worker_version() -> str:
@@ -223,7 +224,7 @@ class JobRun:
             timer.daemon = True
             timer.start()
         prefix = f"job-{self.job}-attempt-{self.attempt}-"
-        root = self.scratch_root or default_scratch_root()
+        root = (self.scratch_root or default_scratch_root()).resolve()
         root.mkdir(parents=True, exist_ok=True)
         scratch = self._scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=root))
         metrics: dict[str, Any] | None = None

@@ -59,6 +59,8 @@ MAX_RESULT_BYTES = 4 * MIB
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000
 CLONE_NEWNS = 0x00020000
+CLONE_NEWPID = 0x20000000
+MS_NOEXEC = 0x8
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
 MS_NODEV = 0x4
@@ -68,6 +70,19 @@ MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
+PR_CAPBSET_DROP = 24
+PR_SET_NO_NEW_PRIVS = 38
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+LINUX_CAPABILITY_VERSION_3 = 0x20080522
+# mount_setattr(2), Linux 5.12 and later; the same number on x86-64 and arm64.
+SYS_MOUNT_SETATTR = 442
+AT_FDCWD = -100
+AT_RECURSIVE = 0x8000
+MOUNT_ATTR_RDONLY = 0x1
+DEFAULT_SHM_MB = 1024
+# Replaced by a tmpfs of the evaluation's own, within its memory limit.
+SHARED_MEMORY = "/dev/shm"  # noqa: S108
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
@@ -294,19 +309,24 @@ def run_sandboxed(
     # The request and result live beside the scratch directory, not in the evaluator's space.
     with tempfile.TemporaryDirectory(prefix=f"{scratch.name}-sandbox-", dir=scratch.parent) as d:
         request_path, result_path = Path(d) / "request.json", Path(d) / "result.json"
-        request = {**_request(spec, context), "cache_root": str(cache_root or "")}
+        request = {
+            **_request(spec, context),
+            "cache_root": str(cache_root or ""),
+            "memory_limit_mb": memory_limit_mb,
+        }
         request_path.write_text(json.dumps(request))
-        # The command is this interpreter and this module: nothing in it comes from the job.
-        process = subprocess.Popen(  # noqa: S603
-            [sys.executable, "-P", "-m", "worker.sandbox", str(request_path), str(result_path)],
-            cwd=scratch,
-            env=sandbox_env(scratch, context.env),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # Registered as it starts: `end_escaped_processes` must never take it for an escapee.
         with _sandboxes_lock:
+            # The command is this interpreter and this module: nothing in it comes from the job.
+            process = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-P", "-m", "worker.sandbox", str(request_path), str(result_path)],
+                cwd=scratch,
+                env=sandbox_env(scratch, context.env),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             _sandboxes.add(process.pid)
         tree = ProcessTree(process)
         output = cast(IO[bytes], process.stdout)
@@ -393,11 +413,10 @@ def end_escaped_processes() -> list[int]:
     if not _adopting:
         return []
     with _sandboxes_lock:
-        running = set(_sandboxes)
-    escaped = [child for child in psutil.Process().children() if child.pid not in running]
-    for child in escaped:
-        with contextlib.suppress(psutil.Error):
-            child.kill()
+        escaped = [child for child in psutil.Process().children() if child.pid not in _sandboxes]
+        for child in escaped:
+            with contextlib.suppress(psutil.Error):
+                child.kill()
     psutil.wait_procs(escaped, timeout=1)
     return [child.pid for child in escaped]
 
@@ -447,74 +466,100 @@ def _call(result: int, what: str) -> None:
         raise _Refused(errno, f"{what}: {os.strerror(errno)}")
 
 
-def isolate(request: dict[str, Any]) -> dict[str, str]:
+def isolate(request: dict[str, Any]) -> tuple[dict[str, str], bool]:
     """Moves this process (still single-threaded) into namespaces of its own, as far as the
     kernel allows: a network namespace (the host's interfaces and every remote address out of
-    reach, its own loopback up) and a mount namespace in which the worker's file cache and
-    scratch folder show only this job's files (the cached ones read-only). Says what it got,
-    and why not where it could not."""
+    reach, its own loopback up), a mount namespace in which the worker's file cache and scratch
+    folder show only this job's files (the cached ones read-only), and a PID namespace for the
+    evaluation (see `become_init`). Returns what it got, or why not, for the provenance, and
+    whether there is a PID namespace."""
     libc = ctypes.CDLL(None, use_errno=True)
     uid, gid = os.getuid(), os.getgid()
     # A user namespace lets an unprivileged worker make the others, and takes the host's
     # capabilities away from a worker running as root.
     attempts = [
-        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS, "new user, network and mount namespace"),
-        (CLONE_NEWUSER | CLONE_NEWNET, "new user and network namespace"),
-        (CLONE_NEWNET | CLONE_NEWNS, "new network and mount namespace"),
-        (CLONE_NEWNET, "new network namespace"),
+        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID, "user, network, mount, PID"),
+        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS, "user, network, mount"),
+        (CLONE_NEWUSER | CLONE_NEWNET, "user, network"),
+        (CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID, "network, mount, PID"),
+        (CLONE_NEWNET | CLONE_NEWNS, "network, mount"),
+        (CLONE_NEWNET, "network"),
     ]
     refusals = []
-    for flags, how in attempts:  # noqa: B007 - the namespaces obtained are used below
+    for flags, kinds in attempts:  # noqa: B007 - the namespaces obtained are used below
         if libc.unshare(flags) == 0:
             break
         refusals.append(os.strerror(ctypes.get_errno()))
     else:
         reason = f"not isolated: no new namespace ({'; '.join(dict.fromkeys(refusals))})"
-        return {"network": reason, "files": reason}
+        return {"network": reason, "files": reason, "processes": reason}, False
+    how = f"new {kinds} namespaces"
     isolation = {"network": f"isolated ({how})"}
     try:
         _loopback_up()
     except OSError as error:
         isolation["network"] = f"isolated ({how}; loopback down: {error.strerror})"
+    isolation["processes"] = (
+        "own PID namespace" if flags & CLONE_NEWPID else "not isolated: no new PID namespace"
+    )
     if not flags & CLONE_NEWNS:
         isolation["files"] = "not isolated: no new mount namespace"
-        return isolation
+        return isolation, bool(flags & CLONE_NEWPID)
     try:
         if flags & CLONE_NEWUSER:
-            # The same ids inside as outside: the job's files keep their owner.
-            Path("/proc/self/setgroups").write_text("deny")
-            Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
-            Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+            _map_own_ids(uid, gid)
         _hide_other_jobs(libc, request)
     except OSError as error:
-        isolation["files"] = f"not isolated: {error.strerror or error}"
+        isolation["files"] = f"not isolated: {error}"
     else:
         isolation["files"] = "only this job's files (the cached ones read-only)"
-    return isolation
+    return isolation, bool(flags & CLONE_NEWPID)
+
+
+def _map_own_ids(uid: int, gid: int) -> None:
+    """The same ids inside the new user namespace as outside (read before it was made: inside,
+    an unmapped id reads as 65534): the job's files keep their owner."""
+    # One write each, of whole lines, without O_TRUNC: how the kernel takes these files.
+    for name, line in (
+        ("setgroups", "deny"),
+        ("uid_map", f"{uid} {uid} 1\n"),
+        ("gid_map", f"{gid} {gid} 1\n"),
+    ):
+        descriptor = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(descriptor, line.encode())
+        finally:
+            os.close(descriptor)
 
 
 def _hide_other_jobs(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
     """Empty file systems over the cache and over the folder of every job's scratch directory,
     with this job's scratch directory (writable) and its cached files (read-only) put back."""
-    scratch = Path(request["scratch_dir"])
-    cache_root = Path(request["cache_root"]) if request.get("cache_root") else None
+    scratch = Path(os.path.realpath(request["scratch_dir"]))
+    cache_root = (
+        Path(os.path.realpath(request["cache_root"])) if request.get("cache_root") else None
+    )
     cached = [
         Path(os.path.realpath(entry["path"]))
         for entry in [*request["model_files"], *request["dataset_files"]]
     ]
     if cache_root is not None:
         cached = [path for path in cached if path.is_relative_to(cache_root)]
-    # Opened before anything is covered: the mounts below bind them back from these handles.
+    _call(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
+    # Opened in this mount namespace before anything is covered: the mounts below bind them
+    # back from these handles.
     kept = [(scratch, os.open(scratch, os.O_PATH), False)]
     kept += [(path, os.open(path, os.O_PATH), True) for path in dict.fromkeys(cached)]
-    _call(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
+    # Outer folders first: the cache may lie inside the scratch folder.
     covered = sorted(
         {scratch.parent, *([cache_root] if cache_root else [])}, key=lambda p: len(p.parts)
     )
     for folder in covered:
         folder.mkdir(parents=True, exist_ok=True)
         _call(
-            libc.mount(b"tmpfs", bytes(folder), b"tmpfs", MS_NOSUID | MS_NODEV, b"mode=0755"),
+            libc.mount(
+                b"tmpfs", bytes(folder), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"
+            ),
             f"cover {folder}",
         )
     for path, handle, read_only in kept:
@@ -531,6 +576,99 @@ def _hide_other_jobs(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
                 f"protect {path}",
             )
         os.close(handle)
+
+
+def become_init(result_file: IO[str]) -> None:
+    """Forks the evaluation's process, the first of the new PID namespace: it sees no process
+    outside, and when it ends the kernel ends every process of the namespace. This process
+    waits for it and exits as it did; only the forked process returns."""
+    child = os.fork()
+    if child == 0:
+        return
+    os.close(result_file.fileno())  # the evaluation's process writes the result
+    # The worker's SIGTERM is for the evaluation; its SIGKILL ends this process too.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _pid, status = os.waitpid(child, 0)
+    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
+
+
+def lock_down(request: dict[str, Any], isolation: dict[str, str], *, own_pids: bool) -> None:
+    """Before any evaluation code runs: a /proc of the PID namespace, the whole file system
+    read-only but the job's scratch directory, a private /dev/shm, the mounts locked (a new
+    user namespace), and no capabilities left, so the evaluation cannot undo any of it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mounted = isolation["files"].startswith("only this job's files")
+    try:
+        if own_pids and mounted:
+            _call(
+                libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
+                "mount /proc",
+            )
+        if mounted:
+            # Mounts copied into a less privileged namespace are locked: no unmounting them.
+            uid, gid = os.getuid(), os.getgid()
+            _call(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "lock the mounts")
+            _map_own_ids(uid, gid)
+            _mount_setattr(libc, "/", set_flags=MOUNT_ATTR_RDONLY, recursive=True)
+            _mount_setattr(libc, "/proc", clear_flags=MOUNT_ATTR_RDONLY)
+            _mount_setattr(
+                libc, os.path.realpath(request["scratch_dir"]), clear_flags=MOUNT_ATTR_RDONLY
+            )
+            if os.path.isdir(SHARED_MEMORY):
+                shm_mb = int(request.get("memory_limit_mb") or DEFAULT_SHM_MB)
+                _call(
+                    libc.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
+                               f"size={shm_mb}m,mode=1777".encode()),
+                    "a private /dev/shm",
+                )  # fmt: skip
+            isolation["files"] += "; everything else read-only"
+    except OSError as error:
+        isolation["files"] += f"; everything else as the worker's user sees it ({error})"
+    _drop_capabilities(libc)
+
+
+def _mount_setattr(
+    libc: ctypes.CDLL, path: str, *, set_flags: int = 0, clear_flags: int = 0, recursive=False
+) -> None:
+    attributes = _MountAttr(set_flags, clear_flags, 0, 0)
+    flags = AT_RECURSIVE if recursive else 0
+    result = libc.syscall(
+        SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attributes),
+        ctypes.sizeof(attributes),
+    )  # fmt: skip
+    _call(result, f"mount_setattr {path}")
+
+
+def _drop_capabilities(libc: ctypes.CDLL) -> None:
+    """No capabilities, now or after exec (root's included), and no way to gain any."""
+    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
+    for capability in range(last + 1):
+        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
+    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
+    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
+    libc.capset(ctypes.byref(header), (_CapData * 2)())
+    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+
+
+class _MountAttr(ctypes.Structure):
+    _fields_ = [
+        ("attr_set", ctypes.c_uint64),
+        ("attr_clr", ctypes.c_uint64),
+        ("propagation", ctypes.c_uint64),
+        ("userns_fd", ctypes.c_uint64),
+    ]
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [
+        ("effective", ctypes.c_uint32),
+        ("permitted", ctypes.c_uint32),
+        ("inheritable", ctypes.c_uint32),
+    ]
 
 
 def _loopback_up() -> None:
@@ -604,7 +742,10 @@ def main(request_path: str, result_path: str) -> None:
     request = json.loads(Path(request_path).read_text())
     # Opened before the isolation covers the folder it is in, and written only at the end.
     result_file = open(result_path, "w")  # noqa: SIM115 - held open until the very end
-    isolation = isolate(request)
+    isolation, own_pids = isolate(request)
+    if own_pids:
+        become_init(result_file)
+    lock_down(request, isolation, own_pids=own_pids)
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     # Orphans of the evaluation become this process's children, so the worker still sees them.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)

@@ -4,7 +4,6 @@ the live node over HTTP, runs the evaluator in its sandbox and posts the result;
 computes the same figures itself and compares."""
 
 import io
-import os
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from apps.compute import services as compute_services
 from apps.compute.models import DeviceAssignment, Job
 from apps.evaluations.models import Result
 from apps.evaluations.samples import digits, sentences, tiny_lm
-from tests.conftest import start_worker_process, wait_for
+from tests.conftest import processes_with, sleep_marker, start_worker_process, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -244,7 +243,9 @@ def test_a_language_model_runs_through_lm_eval_offline(pool, researcher, institu
     assert {"lm-eval", "torch", "transformers"} <= set(provenance["packages"])
 
 
-def _command_benchmark(client, institution, slug: str, script: Path, **fields) -> int:
+def _command_benchmark(
+    client, institution, slug: str, script: Path, *, args: tuple = (), **fields
+) -> int:
     return create_benchmark(
         client,
         institution,
@@ -252,7 +253,7 @@ def _command_benchmark(client, institution, slug: str, script: Path, **fields) -
         [script],
         metrics=[{"name": "reached", "higher_is_better": True}],
         evaluator="command",
-        evaluator_config={"script": script.name},
+        evaluator_config={"script": script.name, "args": list(args)},
         **fields,
     )
 
@@ -304,19 +305,17 @@ def test_the_sandbox_holds_through_the_worker(
     assert body["state"] == "failed"
     assert "over the benchmark's limit of 128 MiB" in body["failure_reason"]
 
-    pid_file = tmp_path / "sleeper.pid"
-    sleeper = scripts / "sleeper.py"
-    sleeper.write_text(
-        f"import os, time\nopen({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(300)\n"
-    )
-    job = submit(researcher, version, _command_benchmark(researcher, institution, "nap", sleeper))
-    assert wait_for(pid_file.exists, timeout=60), worker.log()
-    pid = int(pid_file.read_text())
+    marker = sleep_marker()
+    sleeper = scripts / "sleeper.sh"
+    sleeper.write_text('sleep "$1"\n')
+    benchmark = _command_benchmark(researcher, institution, "nap", sleeper, args=[marker])
+    job = submit(researcher, version, benchmark)
+    assert wait_for(lambda: processes_with(marker), timeout=60), worker.log()
     assert researcher.post(f"/api/v1/jobs/{job}/cancel/", {}, format="json").status_code == 200
     cancelled_at = time.monotonic()
     assert not DeviceAssignment.objects.filter(job_id=job).exists()
     # Well before the next heartbeat (15 s): the worker stops on the message's revocation.
-    assert wait_for(lambda: not _alive(pid), timeout=5), "the script outlived its cancelled job"
+    assert wait_for(lambda: not processes_with(marker), timeout=5), "the script outlived its job"
     print(f"cancel -> script gone: {time.monotonic() - cancelled_at:.2f} s")
 
     honest = scripts / "honest.py"
@@ -332,13 +331,3 @@ def test_the_sandbox_holds_through_the_worker(
     body = finished(researcher, submit(researcher, version, benchmark), worker)
     assert body["state"] == "failed"
     assert "sha256" in body["failure_reason"]
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie has exited: only its parent has not collected it yet.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] != "Z"

@@ -212,14 +212,12 @@ def _job_run(tmp_path, entry, *, time_limit_seconds=60, config=None):
 
 
 def test_an_evaluator_error_fails_the_job_with_the_error_and_leaves_no_scratch(tmp_path):
-    record = tmp_path / "seen.json"
-    run, node = _job_run(
-        tmp_path, "tests.worker.probe_evaluators:broken", config={"record": str(record)}
-    )
+    run, node = _job_run(tmp_path, "tests.worker.probe_evaluators:broken")
 
     assert run.execute() == "failed"
     assert node.outcomes == [("failed", "ValueError: labels_key 'y' is not in data.npz")]
-    seen = json.loads(record.read_text())
+    [line] = [line for line in node.log.splitlines() if line.startswith("SEEN ")]
+    seen = json.loads(line.removeprefix("SEEN "))
     assert bytes.fromhex(seen["model"]) == MODEL_BYTES
     assert seen["env"]["CUDA_VISIBLE_DEVICES"] == ""
     assert seen["environ"]["CUDA_VISIBLE_DEVICES"] == ""

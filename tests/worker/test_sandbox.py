@@ -12,11 +12,10 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 
-from tests.conftest import wait_for
-from tests.worker.recording_node import RecordingNode, job_run
+from tests.conftest import processes_with, sleep_marker, wait_for
+from tests.worker.recording_node import RecordingNode, job_run, probe_spec
 from worker import sandbox
 from worker.evaluation import EvaluationError
 
@@ -33,18 +32,6 @@ def _command_run(tmp_path, script_name, script, *, args=(), **limits):
         config={"script": script_name, "args": [str(arg) for arg in args]},
         **limits,
     )
-
-
-def _gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-def _pids(path: Path) -> list[int]:
-    assert wait_for(lambda: path.exists() and path.read_text().strip(), timeout=20)
-    return [int(pid) for pid in path.read_text().split()]
 
 
 SCORE_PY = """
@@ -122,36 +109,35 @@ def test_a_script_that_fails_or_reports_no_usable_metrics_fails_the_job(
 
 
 HANG_PY = """
-import os, subprocess, sys, time
-inside = subprocess.Popen(["sleep", "300"])
-outside = subprocess.Popen(["sleep", "300"], start_new_session=True)
-open(sys.argv[1], "w").write(f"{os.getpid()} {inside.pid} {outside.pid}")
+import subprocess, sys, time
+inside = subprocess.Popen(["sleep", sys.argv[1]])
+outside = subprocess.Popen(["sleep", sys.argv[1]], start_new_session=True)
+print("started two sleepers", flush=True)
 time.sleep(300)
 """
 
 
 def test_a_script_past_its_time_limit_is_killed_with_every_process_it_started(tmp_path):
-    pid_file = tmp_path / "pids"
-    run, node = _command_run(tmp_path, "hang.py", HANG_PY, args=[pid_file], time_limit_seconds=2)
+    marker = sleep_marker()
+    run, node = _command_run(tmp_path, "hang.py", HANG_PY, args=[marker], time_limit_seconds=2)
     started = time.monotonic()
 
     assert run.execute() == "timed_out"
     assert time.monotonic() - started < 8
     assert node.outcomes == [("timed_out", "Ran past its time limit of 2 seconds.")]
     # The script, a child in its group, and one that left the group with a session of its own.
-    pids = _pids(pid_file)
-    assert len(pids) == 3
-    assert wait_for(lambda: all(_gone(pid) for pid in pids), timeout=5), pids
+    assert "started two sleepers" in node.log
+    assert wait_for(lambda: not processes_with(marker), timeout=5), processes_with(marker)
 
 
 def test_what_a_finished_script_left_running_is_killed_with_it(tmp_path):
-    pid_file = tmp_path / "pids"
-    script = 'sleep 300 &\necho $! > "$1"\necho \'{"done": 1}\' > "$METRICS_FILE"\n'
-    run, node = _command_run(tmp_path, "leave.sh", script, args=[pid_file])
+    marker = sleep_marker()
+    script = 'sleep "$1" &\necho "left $!"\necho \'{"done": 1}\' > "$METRICS_FILE"\n'
+    run, node = _command_run(tmp_path, "leave.sh", script, args=[marker])
 
     assert run.execute() == "succeeded", node.outcomes
-    (pid,) = _pids(pid_file)
-    assert wait_for(lambda: _gone(pid), timeout=5)
+    assert "left " in node.log
+    assert wait_for(lambda: not processes_with(marker), timeout=5), processes_with(marker)
 
 
 HOG_PY = """
@@ -216,29 +202,34 @@ def test_a_script_cannot_reach_a_server_on_the_host_where_the_network_is_isolate
 
 
 ENV_PY = """
-import json, os, sys
-json.dump({"environ": dict(os.environ), "cwd": os.getcwd()}, open(sys.argv[1], "w"))
+import json, os
+# The log is the one way out of the sandbox, beside the metrics.
+print("SEEN " + json.dumps({"environ": dict(os.environ), "cwd": os.getcwd()}))
 json.dump({"variables": len(os.environ)}, open(os.environ["METRICS_FILE"], "w"))
 """
 
 
+def _seen(log: str) -> dict:
+    [line] = [line for line in log.splitlines() if line.startswith("SEEN ")]
+    return json.loads(line.removeprefix("SEEN "))
+
+
 def test_a_script_sees_none_of_the_workers_settings_and_lives_in_its_scratch(tmp_path, monkeypatch):
-    secrets = {
+    settings = {
         "WORKER_NODE_TOKEN": "rxn_secret-node-token",
         "WORKER_BROKER_URL": "redis://:broker-password@10.0.0.5:6379/0",
         "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
         "NVIDIA_API_KEY": "nvapi-secret-value",
     }
-    for name, value in secrets.items():
+    for name, value in settings.items():
         monkeypatch.setenv(name, value)
-    record = tmp_path / "environment.json"
-    run, node = _command_run(tmp_path, "env.py", ENV_PY, args=[record])
+    run, node = _command_run(tmp_path, "env.py", ENV_PY)
 
     assert run.execute() == "succeeded", node.outcomes
-    seen = json.loads(record.read_text())
+    seen = _seen(node.log)
     environ, scratch = seen["environ"], seen["cwd"]
-    assert not set(secrets) & set(environ)
-    assert not any(value in text for value in secrets.values() for text in environ.values())
+    assert not set(settings) & set(environ)
+    assert not any(value in text for value in settings.values() for text in environ.values())
     assert environ["HOME"] == scratch and Path(scratch).name.startswith("job-9-attempt-1-")
     for name in ("TMPDIR", "HF_HOME", "METRICS_FILE", "MODEL_DIR", "DATASET_DIR"):
         assert environ[name].startswith(scratch + "/"), name
@@ -248,19 +239,18 @@ def test_a_script_sees_none_of_the_workers_settings_and_lives_in_its_scratch(tmp
 
 
 WAIT_SH = """
-sleep 300 &
-echo $! > "$1"
+sleep "$1" &
 wait
 """
 
 
 def test_cancelling_stops_a_running_script_within_seconds(tmp_path):
-    pid_file = tmp_path / "pids"
-    run, node = _command_run(tmp_path, "wait.sh", WAIT_SH, args=[pid_file])
+    marker = sleep_marker()
+    run, node = _command_run(tmp_path, "wait.sh", WAIT_SH, args=[marker])
     outcome = []
     thread = threading.Thread(target=lambda: outcome.append(run.execute()))
     thread.start()
-    (pid,) = _pids(pid_file)
+    assert wait_for(lambda: processes_with(marker), timeout=20)
 
     run.stop.set()
     cancelled_at = time.monotonic()
@@ -269,7 +259,7 @@ def test_cancelling_stops_a_running_script_within_seconds(tmp_path):
     assert outcome == ["stopped"]
     assert time.monotonic() - cancelled_at < 4
     assert node.outcomes == []
-    assert wait_for(lambda: _gone(pid), timeout=5)
+    assert wait_for(lambda: not processes_with(marker), timeout=5), processes_with(marker)
 
 
 def test_a_model_with_pickle_files_is_refused_before_anything_is_fetched(tmp_path):
@@ -288,25 +278,27 @@ def test_a_model_with_pickle_files_is_refused_before_anything_is_fetched(tmp_pat
 
 
 DOUBLE_FORK_PY = """
-import json, os, sys, time
+import json, os, subprocess, sys
 if os.fork() == 0:
     os.setsid()
     if os.fork() == 0:
-        open(sys.argv[1], "w").write(str(os.getpid()))
-        time.sleep(300)
+        os.execvp("sleep", ["sleep", sys.argv[1]])
     os._exit(0)
 os.wait()
+print("daemon started", flush=True)
 json.dump({"done": 1}, open(os.environ["METRICS_FILE"], "w"))
 """
 
 
 def test_a_process_that_double_forked_away_ends_with_the_evaluation(tmp_path):
-    pid_file = tmp_path / "daemon.pid"
-    run, node = _command_run(tmp_path, "daemon.py", DOUBLE_FORK_PY, args=[pid_file])
+    marker = sleep_marker()
+    run, node = _command_run(tmp_path, "daemon.py", DOUBLE_FORK_PY, args=[marker])
 
     assert run.execute() == "succeeded", node.outcomes
-    [pid] = _pids(pid_file)
-    assert wait_for(lambda: _gone(pid), timeout=5), "the daemon outlived its evaluation"
+    assert "daemon started" in node.log
+    assert wait_for(lambda: not processes_with(marker), timeout=5), (
+        "the daemon outlived its evaluation"
+    )
 
 
 FIFO_PY = """
@@ -416,3 +408,29 @@ def test_the_worker_process_makes_itself_unreadable_to_processes_of_its_user():
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True
     ).stdout
     assert output.split() == ["1", "0"]
+
+
+def test_evaluation_code_cannot_undo_its_isolation(tmp_path):
+    outside = tmp_path / "outside.txt"
+    run, node = job_run(
+        tmp_path,
+        evaluator="probe",
+        specs={"probe": probe_spec("tests.worker.probe_evaluators:escape")},
+        model={"model.onnx": MODEL_BYTES},
+        formats={"model.onnx": "onnx"},
+        config={"outside": str(outside), "host_pid": os.getpid()},
+    )
+
+    assert run.execute() == "succeeded", node.outcomes
+    [(_, tried)] = node.outcomes
+    provenance = node.provenance
+    if provenance["files"].endswith("everything else read-only"):
+        assert tried["unmounted"] == 0 and tried["wrote_outside"] == 0
+        assert not outside.exists()
+    else:
+        assert (
+            "not isolated" in provenance["files"] or "as the worker's user" in provenance["files"]
+        )
+    if provenance["processes"] == "own PID namespace":
+        assert tried["signalled_host"] == 0
+    assert tried["capabilities"] == 0
