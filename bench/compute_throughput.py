@@ -27,8 +27,6 @@ bench/results/compute-throughput-<date>.json.
 import argparse
 import json
 import os
-import platform
-import shutil
 import signal
 import struct
 import sys
@@ -60,7 +58,6 @@ import django  # noqa: E402
 django.setup()
 
 import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 from django.db.models import Count, Max, Min  # noqa: E402
@@ -70,7 +67,7 @@ from apps.catalog import services as catalog_services  # noqa: E402
 from apps.catalog.models import Benchmark, ModelVersion  # noqa: E402
 from apps.compute import services  # noqa: E402
 from apps.compute.models import Job  # noqa: E402
-from bench.catalog_load import code_version, percentile  # noqa: E402
+from bench.catalog_load import percentile  # noqa: E402
 from bench.noop_celery_app import DONE_KEY, LAST_KEY, NOOP_TASK  # noqa: E402
 from bench.pool import (  # noqa: E402
     BEAT_SECONDS,
@@ -87,7 +84,9 @@ from bench.pool import (  # noqa: E402
     others_park,
     others_unpark,
     pool_start,
+    pool_teardown,
     process_groups,
+    report_head,
     stored_artifact,
 )
 
@@ -419,30 +418,14 @@ def main() -> None:
         if strangers:
             raise SystemExit(f"{strangers} jobs of other namespaces ran on the bench node")
     finally:
-        beat_stop.set()
-        processes.stop_all()
-        unparked = others_unpark()
-        if parked or unparked:
-            print(f"Put back {unparked:,} parked jobs")
-        namespace_clear(institution)
-        broker.flushdb()
-        cache_db.flushdb()
-        if args.keep_logs:
-            print(f"Logs kept in {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        pool_teardown(
+            beat_stop=beat_stop, processes=processes, parked=parked, institution=institution,
+            flushed=[broker, cache_db], folder=folder, keep_logs=args.keep_logs,
+        )  # fmt: skip
 
     stamp = datetime.now(UTC)
     report = {
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "load_average_before": [round(value, 2) for value in load_before],
-            "load_average_after": [round(value, 2) for value in os.getloadavg()],
-        },
-        "code": code_version(),
-        "database": settings.DATABASES["default"]["NAME"],
+        **report_head(load_before),
         "setup": {
             "broker": BROKER_URL,
             "cache": CACHE_URL,

@@ -30,9 +30,7 @@ import itertools
 import json
 import math
 import os
-import platform
 import re
-import shutil
 import signal
 import statistics
 import subprocess
@@ -66,7 +64,6 @@ import numpy as np  # noqa: E402
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import redis  # noqa: E402
-from django.conf import settings  # noqa: E402
 from django.db import connection  # noqa: E402
 from django.db.migrations.executor import MigrationExecutor  # noqa: E402
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -76,7 +73,6 @@ from apps.catalog import services as catalog_services  # noqa: E402
 from apps.catalog.models import Benchmark, ModelVersion, ResearchModel  # noqa: E402
 from apps.compute import services  # noqa: E402
 from apps.compute.models import Job  # noqa: E402
-from bench.catalog_load import code_version  # noqa: E402
 from bench.pool import (  # noqa: E402
     BEAT_SECONDS,
     Processes,
@@ -90,7 +86,9 @@ from bench.pool import (  # noqa: E402
     others_park,
     others_unpark,
     pool_start,
+    pool_teardown,
     process_groups,
+    report_head,
     stored_artifact,
 )
 from bench.seed_catalog import database_prepare  # noqa: E402
@@ -672,32 +670,14 @@ def main() -> None:
         if strangers:
             raise SystemExit(f"{strangers} jobs of other namespaces ran on the bench node")
     finally:
-        beat_stop.set()
-        processes.stop_all()
-        unparked = others_unpark()
-        if parked or unparked:
-            print(f"Put back {unparked:,} parked jobs")
-        namespace_clear(institution)
-        broker.flushdb()
-        cache_db.flushdb()
-        if args.keep_logs:
-            print(f"Logs kept in {folder}")
-        else:
-            shutil.rmtree(folder, ignore_errors=True)
+        pool_teardown(
+            beat_stop=beat_stop, processes=processes, parked=parked, institution=institution,
+            flushed=[broker, cache_db], folder=folder, keep_logs=args.keep_logs,
+        )  # fmt: skip
 
     stamp = datetime.now(UTC)
     report = {
-        "date": stamp.isoformat(timespec="seconds"),
-        "machine": {
-            "cores": os.cpu_count(),
-            "python": platform.python_version(),
-            "onnxruntime": ort.__version__,
-            "numpy": np.__version__,
-            "load_average_before": [round(value, 2) for value in load_before],
-            "load_average_after": [round(value, 2) for value in os.getloadavg()],
-        },
-        "code": code_version(),
-        "database": settings.DATABASES["default"]["NAME"],
+        **report_head(load_before, onnxruntime=ort.__version__, numpy=np.__version__),
         "setup": {
             "broker": BROKER_URL,
             "cache": CACHE_URL,

@@ -8,7 +8,9 @@ started here inherits them.
 """
 
 import os
+import platform
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +18,7 @@ import threading
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import redis
@@ -35,6 +38,7 @@ from bench.catalog_load import (
     _cpu_seconds,
     _database_backends,
     _machine_busy_seconds,
+    code_version,
     free_port,
     percentile,
 )
@@ -305,4 +309,46 @@ def logs_read(processes: Processes, offsets: dict[str, int]) -> dict:
             }
             for name, times in sorted(endpoints.items())
         },
+    }
+
+
+def pool_teardown(
+    *,
+    beat_stop: threading.Event,
+    processes: Processes,
+    parked: int,
+    institution: Institution,
+    flushed: list[redis.Redis],
+    folder: Path,
+    keep_logs: bool,
+) -> None:
+    """Stops what the run started (by pid), puts back the other namespaces' parked jobs, and
+    clears the run's jobs, Redis databases and logs."""
+    beat_stop.set()
+    processes.stop_all()
+    unparked = others_unpark()
+    if parked or unparked:
+        print(f"Put back {unparked:,} parked jobs")
+    namespace_clear(institution)
+    for database in flushed:
+        database.flushdb()
+    if keep_logs:
+        print(f"Logs kept in {folder}")
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def report_head(load_before: tuple[float, ...], **versions: str) -> dict:
+    """The part of a result file every pool bench writes: when, on what, with which code."""
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            **versions,
+            "load_average_before": [round(value, 2) for value in load_before],
+            "load_average_after": [round(value, 2) for value in os.getloadavg()],
+        },
+        "code": code_version(),
+        "database": settings.DATABASES["default"]["NAME"],
     }

@@ -2,7 +2,6 @@
 sentence-similarity set, against the correlation computed directly in the test."""
 
 import csv
-import hashlib
 import json
 from pathlib import Path
 
@@ -18,10 +17,10 @@ from apps.evaluations.samples.sentences import (
     minilm_tokenizer_path,
     write_sts_pairs,
 )
-from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile
+from tests.worker.fetched_files import fetched_files
+from worker.evaluation import EvaluationContext, EvaluationError
 from worker.evaluators.embedding import average_ranks, evaluate, spearman
 
-FORMATS = {".onnx": "onnx", ".tsv": "csv", ".csv": "csv", ".jsonl": "jsonl", ".json": "json"}
 CONFIG = {"pairs_file": "sts-pairs.tsv", "tokenizer_file": "tokenizer.json"}
 
 
@@ -57,34 +56,14 @@ def direct_similarity() -> np.ndarray:
     return np.sum(first * second, axis=1)
 
 
-def _fetched(paths: list[Path], folder: Path) -> list[FetchedFile]:
-    """The files as the worker hands them over: verified, linked into the job's folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fetched = []
-    for path in paths:
-        link = folder / path.name
-        link.symlink_to(path)
-        data = path.read_bytes()
-        fetched.append(
-            FetchedFile(
-                filename=path.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
-                format=FORMATS.get(path.suffix, "other"),
-                path=link,
-            )
-        )
-    return fetched
-
-
 def _context(scratch: Path, dataset: list[Path], config, *, log=None) -> EvaluationContext:
     return EvaluationContext(
         job=1,
         attempt=1,
         evaluator="embedding-similarity",
         config=config,
-        model_files=_fetched([minilm_model_path()], scratch / "model"),
-        dataset_files=_fetched(dataset, scratch / "dataset"),
+        model_files=fetched_files([minilm_model_path()], scratch / "model"),
+        dataset_files=fetched_files(dataset, scratch / "dataset"),
         scratch_dir=scratch,
         env={"CUDA_VISIBLE_DEVICES": ""},
         devices=[],

@@ -1,6 +1,5 @@
 """The lm-eval evaluator on a tiny GPT-2 and two multiple-choice tasks built locally, offline."""
 
-import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -8,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from apps.evaluations.samples.tiny_lm import build_tiny_lm, build_tiny_tasks
-from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile
+from tests.worker.fetched_files import fetched_files
+from worker.evaluation import EvaluationContext, EvaluationError
 from worker.evaluators.lm_eval import evaluate
 
 TASKS = ["tiny_choice", "tiny_cloze"]
 CONFIG = {"tasks": TASKS, "num_fewshot": 1, "seed": 3, "limit": 16, "batch_size": 4}
-FORMATS = {".safetensors": "safetensors", ".json": "json", ".jsonl": "jsonl"}
 
 
 class _WritesAMarker:
@@ -46,26 +45,6 @@ def task_paths(tmp_path_factory) -> list[Path]:
     return build_tiny_tasks(tmp_path_factory.mktemp("tiny_tasks"))
 
 
-def _fetched(paths: list[Path], folder: Path) -> list[FetchedFile]:
-    """The files as the worker hands them over: verified, linked into the job's folder."""
-    folder.mkdir(parents=True)
-    fetched = []
-    for path in paths:
-        link = folder / path.name
-        link.symlink_to(path)
-        data = path.read_bytes()
-        fetched.append(
-            FetchedFile(
-                filename=path.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
-                format=FORMATS.get(path.suffix, "other"),
-                path=link,
-            )
-        )
-    return fetched
-
-
 def _context(
     scratch: Path, model: list[Path], dataset: list[Path], config, *, log=print
 ) -> EvaluationContext:
@@ -74,8 +53,8 @@ def _context(
         attempt=1,
         evaluator="lm-eval",
         config=config,
-        model_files=_fetched(model, scratch / "model"),
-        dataset_files=_fetched(dataset, scratch / "dataset"),
+        model_files=fetched_files(model, scratch / "model"),
+        dataset_files=fetched_files(dataset, scratch / "dataset"),
         scratch_dir=scratch,
         env={},
         devices=[],

@@ -1,7 +1,6 @@
 """The onnx evaluator on models trained with scikit-learn, converted with skl2onnx, and scored on
 scikit-learn's bundled data, against the same figures computed directly in the test."""
 
-import hashlib
 import sys
 from pathlib import Path
 
@@ -30,10 +29,10 @@ from apps.evaluations.samples.digits import (
     DigitsSample,
     build_digits,
 )
-from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile, Stopped
+from tests.worker.fetched_files import fetched_files
+from worker.evaluation import EvaluationContext, EvaluationError, Stopped
 from worker.evaluators.onnx import evaluate
 
-FORMATS = {".onnx": "onnx", ".npz": "npz", ".parquet": "parquet", ".safetensors": "safetensors"}
 CLASSIFICATION = {"task": "classification", "data_file": "digits-test.npz"}
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -101,34 +100,14 @@ def _save(path: Path, model) -> Path:
     return path
 
 
-def _fetched(paths: list[Path], folder: Path) -> list[FetchedFile]:
-    """The files as the worker hands them over: verified, linked into the job's folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    fetched = []
-    for path in paths:
-        link = folder / path.name
-        link.symlink_to(path)
-        data = path.read_bytes()
-        fetched.append(
-            FetchedFile(
-                filename=path.name,
-                sha256=hashlib.sha256(data).hexdigest(),
-                size=len(data),
-                format=FORMATS.get(path.suffix, "other"),
-                path=link,
-            )
-        )
-    return fetched
-
-
 def _context(scratch: Path, model: list[Path], dataset: list[Path], config, *, log=None):
     return EvaluationContext(
         job=1,
         attempt=1,
         evaluator="onnx",
         config=config,
-        model_files=_fetched(model, scratch / "model"),
-        dataset_files=_fetched(dataset, scratch / "dataset"),
+        model_files=fetched_files(model, scratch / "model"),
+        dataset_files=fetched_files(dataset, scratch / "dataset"),
         scratch_dir=scratch,
         env={"CUDA_VISIBLE_DEVICES": ""},
         devices=[],
