@@ -79,11 +79,18 @@ def make_model_version(db):
 
 @pytest.fixture
 def make_benchmark(db):
-    """make_benchmark(user, institution, gpu_count=1, ...): a benchmark run by the smoke
-    evaluator over a one-file dataset."""
+    """make_benchmark(user, institution, gpu_count=1, metrics=..., visibility=...): a benchmark
+    run by the smoke evaluator over a one-file dataset."""
     counter = iter(range(1000))
 
-    def _make(user, institution, name: str | None = None, gpu_count: int = 1, **fields):
+    def _make(
+        user,
+        institution,
+        name: str | None = None,
+        gpu_count: int = 1,
+        metrics: list | None = None,
+        **fields,
+    ):
         number = next(counter)
         data = store(user, safetensors_bytes(100 + number), "data.safetensors")
         dataset = catalog_services.dataset_create(
@@ -101,7 +108,7 @@ def make_benchmark(db):
             slug=f"compute-smoke-{number}",
             task_type="pool-check",
             dataset=dataset,
-            metrics=[{"name": "files", "higher_is_better": True}],
+            metrics=metrics or [{"name": "files", "higher_is_better": True}],
             evaluator="smoke",
             evaluator_config={},
             gpu_count=gpu_count,

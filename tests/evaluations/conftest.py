@@ -6,13 +6,14 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from apps.catalog import services as catalog_services
 from apps.catalog.models import Visibility
 from apps.compute import services as compute_services
 from apps.evaluations.models import Result
-from tests.catalog.conftest import store
-from tests.catalog.samples import safetensors_bytes
-from tests.compute.conftest import gpu_node, make_model_version  # noqa: F401 - shared fixtures
+from tests.compute.conftest import (  # noqa: F401 - shared fixtures
+    gpu_node,
+    make_benchmark,
+    make_model_version,
+)
 
 METRICS = [
     {"name": "accuracy", "higher_is_better": True},
@@ -26,33 +27,13 @@ def _artifacts_in_tmp(artifact_dir):
 
 
 @pytest.fixture
-def make_cpu_benchmark(db):
+def make_cpu_benchmark(make_benchmark):  # noqa: F811 - the imported fixture, requested
     """make_cpu_benchmark(user, institution, visibility=...): a CPU benchmark that reports
     accuracy (higher is better) and loss (lower is better)."""
-    counter = iter(range(1000))
 
     def _make(user, institution, visibility=Visibility.PUBLIC, name: str | None = None):
-        number = next(counter)
-        data = store(user, safetensors_bytes(300 + number), "data.safetensors")
-        dataset = catalog_services.dataset_create(
-            user=user,
-            institution=institution,
-            name=f"Results data {number}",
-            slug=f"results-data-{number}",
-            license="CC-BY-4.0",
-            files=[("data.safetensors", data.sha256)],
-        )
-        return catalog_services.benchmark_create(
-            user=user,
-            institution=institution,
-            name=name or f"Bench {number}",
-            slug=f"results-bench-{number}",
-            task_type="classification",
-            dataset=dataset,
-            metrics=METRICS,
-            evaluator="smoke",
-            gpu_count=0,
-            visibility=visibility,
+        return make_benchmark(
+            user, institution, name=name, gpu_count=0, metrics=METRICS, visibility=visibility
         )
 
     return _make
