@@ -105,12 +105,16 @@ class LogStream:
         self._send_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = threading.Event()
-        # Set once the node refuses this attempt's log: it is no longer this worker's.
+        # Set once the node refuses this attempt's log (it is no longer this worker's) or keeps
+        # no more of it (the log reached the node's limit): the rest is not sent.
         self._refused = False
+        self._full = False
         self._thread = threading.Thread(target=self._loop, name=f"log-{job}-{attempt}", daemon=True)
         self._thread.start()
 
     def write(self, line: str) -> None:
+        if self._full:
+            return
         logger.info("job %s attempt %s: %s", self.job, self.attempt, line.rstrip("\n"))
         # The node stores text: a NUL byte from a tool's output would get the piece refused.
         line = line.replace("\x00", "\ufffd")
@@ -128,7 +132,7 @@ class LogStream:
 
     def flush(self) -> None:
         with self._send_lock:
-            while not self._refused:
+            while not self._refused and not self._full:
                 with self._lock:
                     text, self._pending = (
                         self._pending[: self.flush_chars],
@@ -137,7 +141,16 @@ class LogStream:
                 if not text:
                     return
                 try:
-                    self.offset = self.client.append_log(self.job, self.attempt, self.offset, text)
+                    length = self.client.append_log(self.job, self.attempt, self.offset, text)
+                    if length < self.offset + len(text):
+                        self._full = True
+                        logger.warning(
+                            "job %s attempt %s: the node keeps no more of this log; the rest "
+                            "is dropped",
+                            self.job,
+                            self.attempt,
+                        )
+                    self.offset = length
                 except StaleAttempt:
                     self._refused = True
                 except NodeUnavailable as error:

@@ -22,6 +22,7 @@ from tests.conftest import REPO, WorkerProcess, start_worker_process, wait_for
 from tests.worker.recording_node import job_run, probe_spec
 from worker.consumer import Heartbeat, RunningAttempts
 from worker.node_client import NodeUnavailable
+from worker.runner import LogStream
 
 MODEL_BYTES = safetensors_bytes(16)
 DATA_BYTES = safetensors_bytes(64)
@@ -291,3 +292,29 @@ def test_attempts_stop_once_no_heartbeat_reached_the_node_for_a_lease():
     heartbeat.last_answer -= 61
     heartbeat.beat()
     assert stop.is_set()
+
+
+class _LimitedLog:
+    """A node that keeps the first `limit` characters of a log, as COMPUTE_LOG_MAX_CHARS does."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.stored = ""
+        self.requests = 0
+
+    def append_log(self, job, attempt, offset, text):
+        self.requests += 1
+        self.stored += text[: max(self.limit - len(self.stored), 0)]
+        return len(self.stored)
+
+
+def test_a_log_past_the_nodes_limit_stops_being_sent(caplog):
+    node = _LimitedLog(limit=1000)
+    stream = LogStream(node, 9, 1, flush_seconds=60, flush_chars=100)  # type: ignore[arg-type]
+    for number in range(5000):
+        stream.write(f"line {number:05d} of a flooding evaluation")
+    stream.close()
+
+    assert len(node.stored) == 1000
+    assert node.requests <= 12  # ten pieces fill it, one more finds it full
+    assert "keeps no more of this log" in caplog.text
