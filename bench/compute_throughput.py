@@ -70,10 +70,10 @@ from apps.compute.models import Job  # noqa: E402
 from bench.catalog_load import percentile  # noqa: E402
 from bench.noop_celery_app import DONE_KEY, LAST_KEY, NOOP_TASK  # noqa: E402
 from bench.pool import (  # noqa: E402
-    BEAT_SECONDS,
     Processes,
     base_env,
     beat,
+    check_no_strangers,
     cpu_snapshot,
     cpu_used,
     log_offsets,
@@ -83,6 +83,7 @@ from bench.pool import (  # noqa: E402
     namespace_people,
     others_park,
     others_unpark,
+    pool_setup_facts,
     pool_start,
     pool_teardown,
     process_groups,
@@ -414,9 +415,7 @@ def main() -> None:
             samples=args.latency_samples, institution=institution, submitter=submitter,
             version=version, benchmark=benchmark, processes=processes,
         )  # fmt: skip
-        strangers = Job.objects.filter(node=node).exclude(institution=institution).count()
-        if strangers:
-            raise SystemExit(f"{strangers} jobs of other namespaces ran on the bench node")
+        check_no_strangers(node.pk, institution)
     finally:
         pool_teardown(
             beat_stop=beat_stop, processes=processes, parked=parked, institution=institution,
@@ -426,16 +425,7 @@ def main() -> None:
     stamp = datetime.now(UTC)
     report = {
         **report_head(load_before),
-        "setup": {
-            "broker": BROKER_URL,
-            "cache": CACHE_URL,
-            "gunicorn": "2 workers x 4 threads (gthread)",
-            "control_worker": "celery -A config worker --concurrency 2 (prefork)",
-            "node_worker": f"python -m worker run --cpu-slots {args.slots}",
-            "beat_dispatch_every_seconds": BEAT_SECONDS,
-            "beat_dispatches_sent": beat_sent[0],
-            "other_pending_jobs_parked": parked,
-        },
+        "setup": pool_setup_facts(slots=args.slots, beat_sent=beat_sent[0], parked=parked),
         "raw_celery": raw,
         "pool": pool,
         "pool_over_raw": round(pool["jobs_per_second"] / raw["tasks_per_second"], 3),

@@ -74,9 +74,9 @@ from apps.catalog.models import Benchmark, ModelVersion, ResearchModel  # noqa: 
 from apps.compute import services  # noqa: E402
 from apps.compute.models import Job  # noqa: E402
 from bench.pool import (  # noqa: E402
-    BEAT_SECONDS,
     Processes,
     beat,
+    check_no_strangers,
     cpu_snapshot,
     cpu_used,
     log_offsets,
@@ -85,6 +85,7 @@ from bench.pool import (  # noqa: E402
     namespace_people,
     others_park,
     others_unpark,
+    pool_setup_facts,
     pool_start,
     pool_teardown,
     process_groups,
@@ -666,9 +667,7 @@ def main() -> None:
         )  # fmt: skip
         print("imports of a fresh sandbox interpreter", flush=True)
         imports = import_costs(args.import_repeats)
-        strangers = Job.objects.filter(node=node).exclude(institution=institution).count()
-        if strangers:
-            raise SystemExit(f"{strangers} jobs of other namespaces ran on the bench node")
+        check_no_strangers(node.pk, institution)
     finally:
         pool_teardown(
             beat_stop=beat_stop, processes=processes, parked=parked, institution=institution,
@@ -679,14 +678,7 @@ def main() -> None:
     report = {
         **report_head(load_before, onnxruntime=ort.__version__, numpy=np.__version__),
         "setup": {
-            "broker": BROKER_URL,
-            "cache": CACHE_URL,
-            "gunicorn": "2 workers x 4 threads (gthread)",
-            "control_worker": "celery -A config worker --concurrency 2 (prefork)",
-            "node_worker": "python -m worker run --cpu-slots 1",
-            "beat_dispatch_every_seconds": BEAT_SECONDS,
-            "beat_dispatches_sent": beat_sent[0],
-            "other_pending_jobs_parked": parked,
+            **pool_setup_facts(slots=1, beat_sent=beat_sent[0], parked=parked),
             "model_bytes": model_path.stat().st_size,
             "data_bytes": data_path.stat().st_size,
         },

@@ -352,3 +352,24 @@ def report_head(load_before: tuple[float, ...], **versions: str) -> dict:
         "code": code_version(),
         "database": settings.DATABASES["default"]["NAME"],
     }
+
+
+def check_no_strangers(node_id: int, institution: Institution) -> None:
+    """Fails the run if the bench node ran a job of another namespace: its figures would mix."""
+    strangers = Job.objects.filter(node_id=node_id).exclude(institution=institution).count()
+    if strangers:
+        raise SystemExit(f"{strangers} jobs of other namespaces ran on the bench node")
+
+
+def pool_setup_facts(*, slots: int, beat_sent: int, parked: int) -> dict:
+    """How the pool of a run was set up, for its result file."""
+    return {
+        "broker": os.environ["CELERY_BROKER_URL"],
+        "cache": os.environ["CACHE_URL"],
+        "gunicorn": "2 workers x 4 threads (gthread)",
+        "control_worker": "celery -A config worker --concurrency 2 (prefork)",
+        "node_worker": f"python -m worker run --cpu-slots {slots}",
+        "beat_dispatch_every_seconds": BEAT_SECONDS,
+        "beat_dispatches_sent": beat_sent,
+        "other_pending_jobs_parked": parked,
+    }

@@ -250,9 +250,7 @@ def score_history(
 
 def institutions_with_results(*, user: Viewer, benchmark: Benchmark) -> QuerySet[Institution]:
     """The institutions whose models have visible results on the benchmark (for filters)."""
-    model_institutions = (
-        result_list(user=user)
-        .filter(benchmark=benchmark)
-        .values("model_version__model__institution_id")
-    )
+    model_institutions = Result.objects.filter(
+        results_visible_to(user), benchmark=benchmark
+    ).values("model_version__model__institution_id")
     return Institution.objects.filter(pk__in=model_institutions).order_by("name")
