@@ -18,7 +18,8 @@ from apps.accounts import selectors, services
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.permissions import IsStaffOrReadOnly, SessionOnly
 from apps.accounts.typing import AuthenticatedRequest
-from apps.core.serializers import StrictSerializer
+from apps.core.filters import FilterSet
+from apps.core.serializers import BoundedDateTimeField, StrictSerializer
 
 
 class MembershipOfUserOutput(serializers.Serializer):
@@ -103,7 +104,7 @@ class InstitutionUpdateInput(StrictSerializer):
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
-class InstitutionFilter(django_filters.FilterSet):
+class InstitutionFilter(FilterSet):
     search = django_filters.CharFilter(field_name="name", lookup_expr="icontains")
 
     class Meta:
@@ -280,7 +281,7 @@ class TokenCreatedOutput(TokenOutput):
 class TokenCreateInput(StrictSerializer):
     name = serializers.CharField(max_length=100)
     scope = serializers.ChoiceField(choices=ApiToken.Scope.choices, default=ApiToken.Scope.READ)
-    expires_at = serializers.DateTimeField(required=False, allow_null=True)
+    expires_at = BoundedDateTimeField(required=False, allow_null=True)
 
 
 @extend_schema_view(get=extend_schema(summary="List your API tokens"))

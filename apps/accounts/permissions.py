@@ -17,6 +17,15 @@ class IsStaffOrReadOnly(permissions.BasePermission):
         )
 
 
+class IsStaff(permissions.BasePermission):
+    """Checked before the body is read: who may not act learns nothing from validation."""
+
+    message = "Only platform staff can do this."
+
+    def has_permission(self, request: Request, view) -> bool:
+        return bool(request.user and request.user.is_staff)
+
+
 class SessionOnly(permissions.BasePermission):
     """Token management needs a password-backed session: a leaked token must not mint others."""
 

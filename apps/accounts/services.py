@@ -15,6 +15,7 @@ from django.utils import timezone
 
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.validators import normalize_orcid, normalize_ror
+from apps.core.dates import validate_date_in_range
 
 API_TOKEN_PREFIX = "rxp_"  # noqa: S105 - a public marker, not a secret
 
@@ -170,6 +171,11 @@ def api_token_create(
     """Returns the token and its secret; the secret is not stored and cannot be shown again."""
     if expires_at is not None and expires_at <= timezone.now():
         raise ValidationError({"expires_at": "The expiry must be in the future."})
+    if expires_at is not None:
+        try:
+            validate_date_in_range(expires_at)
+        except ValidationError as error:
+            raise ValidationError({"expires_at": error.messages}) from error
     secret = API_TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken(
         user=user,

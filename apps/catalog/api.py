@@ -10,10 +10,14 @@ from django.conf import settings
 from django.http import Http404, HttpResponse, HttpResponseBase
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_view,
+)
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import ValidationError
-from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -38,8 +42,9 @@ from apps.catalog.models import (
 )
 from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
-from apps.core.parsers import JSONParser
-from apps.core.serializers import StrictSerializer
+from apps.core.filters import FilterSet
+from apps.core.parsers import JSONParser, MultiPartParser
+from apps.core.serializers import PatchInputMixin, StrictSerializer
 from worker.evaluators import evaluator_specs
 
 MAX_BIBTEX_EXPORT = 1000
@@ -139,12 +144,9 @@ class ModelCreateInput(StrictSerializer):
     benchmark_ids = serializers.ListField(child=serializers.IntegerField(), required=False)
 
 
-class ModelUpdateInput(ModelCreateInput):
+class ModelUpdateInput(PatchInputMixin, ModelCreateInput):
     institution = None  # type: ignore[assignment]  # a model stays with its institution
     slug = None  # type: ignore[assignment]
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, partial=True, **kwargs)
 
 
 class RecordListApi(generics.ListAPIView):
@@ -154,7 +156,7 @@ class RecordListApi(generics.ListAPIView):
     ordering = ["-created_at", "-id"]
 
 
-class ModelFilter(django_filters.FilterSet):
+class ModelFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
     license = django_filters.CharFilter(lookup_expr="iexact")
@@ -200,6 +202,7 @@ class ModelDetailApi(APIView):
     )
     def patch(self, request: AuthenticatedRequest, model_id: int) -> Response:
         model = selectors.model_get(user=request.user, model_id=model_id)
+        services.record_require_editor(user=request.user, record=model)
         payload = ModelUpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         services.model_update(user=request.user, model=model, **payload.validated_data)
@@ -235,6 +238,7 @@ class VersionListApi(APIView):
     )
     def post(self, request: AuthenticatedRequest, model_id: int) -> Response:
         model = selectors.model_get(user=request.user, model_id=model_id)
+        services.record_require_editor(user=request.user, record=model)
         payload = VersionCreateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         data = payload.validated_data
@@ -268,6 +272,7 @@ class VersionFileApi(APIView):
     def post(self, request: AuthenticatedRequest, model_id: int, label: str) -> Response:
         model = selectors.model_get(user=request.user, model_id=model_id)
         version = selectors.version_get(user=request.user, model=model, label=label)
+        services.record_require_editor(user=request.user, record=model)
         payload = VersionFileInput(data=request.data)
         payload.is_valid(raise_exception=True)
         services.version_add_file(user=request.user, version=version, **payload.validated_data)
@@ -438,14 +443,11 @@ class PaperCreateInput(StrictSerializer):
         return authors
 
 
-class PaperUpdateInput(PaperCreateInput):
+class PaperUpdateInput(PatchInputMixin, PaperCreateInput):
     institution = None  # type: ignore[assignment]
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, partial=True, **kwargs)
 
-
-class PaperFilter(django_filters.FilterSet):
+class PaperFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     year_min = django_filters.NumberFilter(field_name="year", lookup_expr="gte")
     year_max = django_filters.NumberFilter(field_name="year", lookup_expr="lte")
@@ -486,6 +488,7 @@ class PaperDetailApi(APIView):
     @extend_schema(request=PaperUpdateInput, responses=PaperDetailOutput, summary="Edit a paper")
     def patch(self, request: AuthenticatedRequest, paper_id: int) -> Response:
         paper = selectors.paper_get(user=request.user, paper_id=paper_id)
+        services.record_require_editor(user=request.user, record=paper)
         payload = PaperUpdateInput(data=request.data, context={"user": request.user})
         payload.is_valid(raise_exception=True)
         services.paper_update(user=request.user, paper=paper, **payload.validated_data)
@@ -618,7 +621,7 @@ class DatasetUpdateInput(StrictSerializer):
     tags = TagsField()
 
 
-class DatasetFilter(django_filters.FilterSet):
+class DatasetFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
     license = django_filters.CharFilter(lookup_expr="iexact")
@@ -660,6 +663,7 @@ class DatasetDetailApi(APIView):
     @extend_schema(request=DatasetUpdateInput, responses=DatasetOutput, summary="Edit a dataset")
     def patch(self, request: AuthenticatedRequest, dataset_id: int) -> Response:
         dataset = selectors.dataset_get(user=request.user, dataset_id=dataset_id)
+        services.record_require_editor(user=request.user, record=dataset)
         payload = DatasetUpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         services.dataset_update(user=request.user, dataset=dataset, **payload.validated_data)
@@ -673,12 +677,18 @@ class MetricIO(StrictSerializer):
     higher_is_better = serializers.BooleanField()
 
 
+class DatasetLinkOutput(serializers.Serializer):
+    id = serializers.IntegerField(allow_null=True)
+    name = serializers.CharField(allow_null=True)
+    hidden = serializers.BooleanField(help_text="The dataset is not visible to you.")
+
+
 class BenchmarkOutput(RecordOutput):
     name = serializers.CharField()
     slug = serializers.SlugField()
     description = serializers.CharField()
     task_type = serializers.CharField()
-    dataset = LinkOutput()
+    dataset = serializers.SerializerMethodField()
     metrics = MetricIO(many=True)
     evaluator = serializers.CharField()
     evaluator_config = serializers.JSONField()
@@ -691,6 +701,13 @@ class BenchmarkOutput(RecordOutput):
     def get_tags(self, benchmark: Benchmark) -> list[str]:
         return _tag_names(benchmark)
 
+    @extend_schema_field(DatasetLinkOutput)
+    def get_dataset(self, benchmark: Benchmark) -> dict:
+        # `dataset_visible` comes from the benchmark selectors, for the viewer.
+        if not benchmark.dataset_visible:  # type: ignore[attr-defined]
+            return {"id": None, "name": None, "hidden": True}
+        return {"id": benchmark.dataset_id, "name": benchmark.dataset.name, "hidden": False}
+
 
 class BenchmarkCreateInput(StrictSerializer):
     institution = InstitutionSlugField()
@@ -698,7 +715,11 @@ class BenchmarkCreateInput(StrictSerializer):
     slug = serializers.SlugField(max_length=80)
     description = serializers.CharField(max_length=50_000, required=False, allow_blank=True)
     task_type = serializers.CharField(max_length=64)
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    dataset = serializers.PrimaryKeyRelatedField(
+        queryset=Dataset.objects.all(),
+        # The same answer for a dataset that is hidden from the caller and one that is missing.
+        error_messages={"does_not_exist": services.HIDDEN_OR_MISSING_DATASET},
+    )
     metrics = MetricIO(many=True, allow_empty=False)
     evaluator = serializers.CharField(max_length=64)
     evaluator_config = serializers.DictField(required=False)
@@ -714,16 +735,13 @@ class BenchmarkCreateInput(StrictSerializer):
     tags = TagsField()
 
 
-class BenchmarkUpdateInput(BenchmarkCreateInput):
+class BenchmarkUpdateInput(PatchInputMixin, BenchmarkCreateInput):
     institution = None  # type: ignore[assignment]
     slug = None  # type: ignore[assignment]
     dataset = None  # type: ignore[assignment]  # results are only comparable on one dataset
 
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, partial=True, **kwargs)
 
-
-class BenchmarkFilter(django_filters.FilterSet):
+class BenchmarkFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
 
@@ -765,6 +783,7 @@ class BenchmarkDetailApi(APIView):
     )
     def patch(self, request: AuthenticatedRequest, benchmark_id: int) -> Response:
         benchmark = selectors.benchmark_get(user=request.user, benchmark_id=benchmark_id)
+        services.record_require_editor(user=request.user, record=benchmark)
         payload = BenchmarkUpdateInput(data=request.data)
         payload.is_valid(raise_exception=True)
         services.benchmark_update(user=request.user, benchmark=benchmark, **payload.validated_data)
@@ -823,7 +842,7 @@ class CommentEditInput(StrictSerializer):
     body = serializers.CharField(max_length=services.COMMENT_MAX_LENGTH)
 
 
-class CommentFilter(django_filters.FilterSet):
+class CommentFilter(FilterSet):
     class Meta:
         model = Comment
         fields = ["model", "paper", "benchmark", "parent"]
@@ -875,6 +894,7 @@ class CommentDetailApi(APIView):
     @extend_schema(request=CommentEditInput, responses=CommentOutput, summary="Edit your comment")
     def patch(self, request: AuthenticatedRequest, comment_id: int) -> Response:
         comment = self._comment(request, comment_id)
+        services.comment_require_author(user=request.user, comment=comment)
         payload = CommentEditInput(data=request.data)
         payload.is_valid(raise_exception=True)
         comment = services.comment_edit(

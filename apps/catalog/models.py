@@ -166,11 +166,13 @@ class Paper(CatalogRecord):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            # One public record per publication; papers others cannot see never block anyone
+            # (and so never reveal themselves).
             models.UniqueConstraint(
                 fields=["doi"],
-                condition=~Q(doi=""),
-                name="unique_paper_doi_when_set",
-                violation_error_message="A paper with this DOI is already in the catalogue.",
+                condition=~Q(doi="") & Q(visibility="public"),
+                name="unique_public_paper_doi",
+                violation_error_message="A public paper with this DOI is already in the catalogue.",
             )
         ]
         indexes = [

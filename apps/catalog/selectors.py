@@ -198,8 +198,12 @@ def dataset_get(*, user: Viewer, dataset_id: int) -> Dataset:
 
 
 def benchmark_list(*, user: Viewer) -> QuerySet[Benchmark]:
+    """Each benchmark carries `dataset_visible`: a public benchmark may stand on a dataset that
+    the viewer may not see, and then nothing of that dataset is shown."""
+    visible_dataset = Dataset.objects.filter(visible_to(user), pk=OuterRef("dataset_id"))
     return (
         Benchmark.objects.filter(visible_to(user))
+        .annotate(dataset_visible=Exists(visible_dataset))
         .select_related("institution", "dataset")
         .prefetch_related("tags")
     )

@@ -190,7 +190,8 @@ def _require_publisher(user: User, institution: Institution) -> None:
         raise PermissionDenied(f"Only members of {institution.name} can publish for it.")
 
 
-def _require_editor(user: User, record: Model) -> None:
+def record_require_editor(*, user: User, record: Model) -> None:
+    """Refuses who may not change the record; views call it before they read the body."""
     if not selectors.user_can_edit(user=user, record=record):
         raise PermissionDenied(
             "Only its creator, its institution's admins and platform staff can change this."
@@ -277,7 +278,7 @@ def model_update(
     benchmark_ids: Sequence[int] | None = None,
     **fields,
 ) -> ResearchModel:
-    _require_editor(user, model)
+    record_require_editor(user=user, record=model)
     if "license" in fields:
         fields["license"] = _normalized_identifier(
             fields["license"], normalize_spdx_license, "license"
@@ -310,7 +311,7 @@ def version_create(
 ) -> ModelVersion:
     """A new version holding `files` ([(filename, sha256)] of uploaded artifacts); published
     at once when `publish` is set."""
-    _require_editor(user, model)
+    record_require_editor(user=user, record=model)
     label = label.strip()
     if not VERSION_LABEL.fullmatch(label):
         raise ValidationError(
@@ -329,7 +330,7 @@ def version_create(
 @transaction.atomic
 def version_add_file(*, user: User, version: ModelVersion, filename: str, sha256: str) -> ModelFile:
     version = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-    _require_editor(user, version.model)
+    record_require_editor(user=user, record=version.model)
     if version.is_published:
         raise ValidationError(
             {
@@ -346,7 +347,7 @@ def version_add_file(*, user: User, version: ModelVersion, filename: str, sha256
 @transaction.atomic
 def version_publish(*, user: User, version: ModelVersion) -> ModelVersion:
     version = ModelVersion.objects.select_for_update().select_related("model").get(pk=version.pk)
-    _require_editor(user, version.model)
+    record_require_editor(user=user, record=version.model)
     if version.is_published:
         raise ValidationError({"version": f"Version {version.label} is already published."})
     if not version.files.exists():
@@ -363,14 +364,18 @@ class AuthorInput:
     institution: Institution | None = None
 
 
-def _check_doi_unused(doi: str, paper: Paper | None = None) -> None:
-    if not doi:
+def _check_doi_unused(doi: str, visibility: str, paper: Paper | None = None) -> None:
+    """One public paper per DOI. Only public papers are compared: a paper hidden from the
+    caller must not show through as "taken", so non-public copies may share a DOI."""
+    if not doi or visibility != Visibility.PUBLIC:
         return
-    others = Paper.objects.filter(doi=doi)
+    others = Paper.objects.filter(doi=doi, visibility=Visibility.PUBLIC)
     if paper is not None:
         others = others.exclude(pk=paper.pk)
-    if others.exists():
-        raise ValidationError({"doi": f"A paper with DOI {doi} is already in the catalogue."})
+    if existing := others.first():
+        raise ValidationError(
+            {"doi": f"Paper {existing.pk} is the public record of DOI {doi} on this node."}
+        )
 
 
 def _check_pdf(user: User, pdf: Artifact | None) -> None:
@@ -425,7 +430,7 @@ def paper_create(
 ) -> Paper:
     _require_publisher(user, institution)
     doi = _normalized_identifier(doi, normalize_doi, "doi")
-    _check_doi_unused(doi)
+    _check_doi_unused(doi, visibility)
     _check_pdf(user, pdf)
     paper = Paper(
         institution=institution,
@@ -458,10 +463,13 @@ def paper_update(
     benchmark_ids: Sequence[int] | None = None,
     **fields,
 ) -> Paper:
-    _require_editor(user, paper)
+    record_require_editor(user=user, record=paper)
     if "doi" in fields:
         fields["doi"] = _normalized_identifier(fields["doi"], normalize_doi, "doi")
-        _check_doi_unused(fields["doi"], paper)
+    if "doi" in fields or "visibility" in fields:
+        _check_doi_unused(
+            fields.get("doi", paper.doi), fields.get("visibility", paper.visibility), paper
+        )
     if "arxiv_id" in fields:
         fields["arxiv_id"] = _normalized_identifier(
             fields["arxiv_id"], normalize_arxiv_id, "arxiv_id"
@@ -558,7 +566,7 @@ def dataset_create(
 def dataset_update(
     *, user: User, dataset: Dataset, tags: Sequence[str] | None = None, **fields
 ) -> Dataset:
-    _require_editor(user, dataset)
+    record_require_editor(user=user, record=dataset)
     if "license" in fields:
         fields["license"] = _normalized_identifier(
             fields["license"], normalize_spdx_license, "license"
@@ -617,6 +625,9 @@ def _validate_evaluator(evaluator: str, config: dict) -> None:
         )
 
 
+HIDDEN_OR_MISSING_DATASET = "No such dataset that you can see."
+
+
 @transaction.atomic
 def benchmark_create(
     *,
@@ -639,7 +650,7 @@ def benchmark_create(
 ) -> Benchmark:
     _require_publisher(user, institution)
     if not Dataset.objects.filter(selectors.visible_to(user), pk=dataset.pk).exists():
-        raise ValidationError({"dataset": "No such dataset that you can see."})
+        raise ValidationError({"dataset": HIDDEN_OR_MISSING_DATASET})
     evaluator_config = evaluator_config or {}
     _validate_evaluator(evaluator, evaluator_config)
     benchmark = Benchmark(
@@ -669,7 +680,7 @@ def benchmark_create(
 def benchmark_update(
     *, user: User, benchmark: Benchmark, tags: Sequence[str] | None = None, **fields
 ) -> Benchmark:
-    _require_editor(user, benchmark)
+    record_require_editor(user=user, record=benchmark)
     if "metrics" in fields:
         fields["metrics"] = _validate_metrics(fields["metrics"])
     _apply(benchmark, fields)
@@ -716,9 +727,13 @@ def comment_create(
 
 
 @transaction.atomic
-def comment_edit(*, user: User, comment: Comment, body: str) -> Comment:
+def comment_require_author(*, user: User, comment: Comment) -> None:
     if comment.author_id != user.pk:
         raise PermissionDenied("Only its author can edit a comment.")
+
+
+def comment_edit(*, user: User, comment: Comment, body: str) -> Comment:
+    comment_require_author(user=user, comment=comment)
     if comment.removed_at is not None:
         raise ValidationError({"body": "A removed comment cannot be edited."})
     comment.body = _clean_body(body)

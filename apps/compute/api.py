@@ -29,6 +29,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts.fields import InstitutionSlugField
+from apps.accounts.permissions import IsStaff, IsStaffOrReadOnly
 from apps.accounts.typing import AuthenticatedRequest
 from apps.catalog.downloads import artifact_response
 from apps.catalog.models import Artifact, Benchmark, ModelVersion
@@ -36,7 +37,8 @@ from apps.compute import selectors, services
 from apps.compute.authentication import IsComputeNode, NodeTokenAuthentication
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.core.exceptions import Conflict
-from apps.core.serializers import StrictSerializer
+from apps.core.filters import FilterSet, IdFilter
+from apps.core.serializers import BoundedDateField, BoundedDateTimeField, StrictSerializer
 
 
 def _input(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
@@ -126,6 +128,7 @@ class NodeDetailApi(APIView):
     @extend_schema(request=NodeUpdateInput, responses=NodeOutput, summary="Drain or undrain")
     def patch(self, request: AuthenticatedRequest, node_id: int) -> Response:
         node = selectors.node_get(user=request.user, node_id=node_id)
+        services.node_require_manager(user=request.user, node=node)
         node = services.node_set_draining(
             user=request.user, node=node, **_input(NodeUpdateInput, request)
         )
@@ -183,8 +186,8 @@ class ComputeRequestInput(StrictSerializer):
     gpu_hours = serializers.DecimalField(max_digits=9, decimal_places=1, min_value=Decimal("0.1"))
     gpu_count = serializers.IntegerField(min_value=1, max_value=64, required=False, default=1)
     gpu_class = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
-    starts_on = serializers.DateField()
-    ends_on = serializers.DateField()
+    starts_on = BoundedDateField()
+    ends_on = BoundedDateField()
     model = serializers.IntegerField(required=False, source="model_id")
     paper = serializers.IntegerField(required=False, source="paper_id")
     benchmark = serializers.IntegerField(required=False, source="benchmark_id")
@@ -203,7 +206,7 @@ class ApproveInput(ReviewInput):
     )
 
 
-class ComputeRequestFilter(django_filters.FilterSet):
+class ComputeRequestFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
 
     class Meta:
@@ -264,7 +267,7 @@ class AllocationOutput(serializers.ModelSerializer):
 
 
 class ComputeRequestApproveApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, IsStaff]
 
     @extend_schema(
         request=ApproveInput,
@@ -280,7 +283,7 @@ class ComputeRequestApproveApi(APIView):
 
 
 class ComputeRequestRejectApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, IsStaff]
 
     @extend_schema(
         request=ReviewInput,
@@ -310,11 +313,11 @@ class AllocationInput(StrictSerializer):
     name = serializers.CharField(max_length=200)
     gpu_hours = serializers.DecimalField(max_digits=9, decimal_places=1, min_value=Decimal("0.1"))
     gpu_class = serializers.CharField(max_length=64, required=False, default="", allow_blank=True)
-    starts_at = serializers.DateTimeField()
-    ends_at = serializers.DateTimeField()
+    starts_at = BoundedDateTimeField()
+    ends_at = BoundedDateTimeField()
 
 
-class AllocationFilter(django_filters.FilterSet):
+class AllocationFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
     current = django_filters.BooleanFilter(method="filter_current")
 
@@ -333,7 +336,7 @@ class AllocationFilter(django_filters.FilterSet):
 @extend_schema_view(get=extend_schema(summary="List GPU-hour allocations"))
 class AllocationListApi(generics.ListAPIView):
     serializer_class = AllocationOutput
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, IsStaffOrReadOnly]
     filterset_class = AllocationFilter
     ordering_fields = ["starts_at", "ends_at"]
 
@@ -448,10 +451,10 @@ class JobInput(StrictSerializer):
     )
 
 
-class JobFilter(django_filters.FilterSet):
+class JobFilter(FilterSet):
     institution = django_filters.CharFilter(field_name="institution__slug")
-    model = django_filters.NumberFilter(field_name="model_version__model_id")
-    node = django_filters.NumberFilter(field_name="node_id")
+    model = IdFilter(field_name="model_version__model_id")
+    node = IdFilter(field_name="node_id")
     mine = django_filters.BooleanFilter(method="filter_mine")
 
     class Meta:
@@ -512,6 +515,7 @@ class JobCancelApi(APIView):
     @extend_schema(request=CancelInput, responses=JobDetailOutput, summary="Cancel a job")
     def post(self, request: AuthenticatedRequest, job_id: int) -> Response:
         job = selectors.job_get(user=request.user, job_id=job_id)
+        services.job_require_canceller(user=request.user, job=job)
         services.job_cancel(user=request.user, job=job, **_input(CancelInput, request))
         job = selectors.job_get(user=request.user, job_id=job_id)
         return Response(JobDetailOutput(job, context={"user": request.user}).data)
@@ -522,7 +526,7 @@ class PriorityInput(StrictSerializer):
 
 
 class JobPriorityApi(APIView):
-    permission_classes = [permissions.IsAuthenticated]
+    permission_classes = [permissions.IsAuthenticated, IsStaff]
 
     @extend_schema(
         request=PriorityInput, responses=JobDetailOutput, summary="Set priority (platform admins)"

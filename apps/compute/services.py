@@ -38,6 +38,7 @@ from apps.compute.models import (
     JobEvent,
     JobLogChunk,
 )
+from apps.core.dates import validate_date_in_range
 from apps.evaluations import services as evaluation_services
 from apps.evaluations.models import Result
 from worker.evaluation import MAX_METRIC_NAME_LENGTH, MAX_METRICS, finite_number
@@ -103,9 +104,13 @@ def node_token_rotate(*, user: User, node: ComputeNode) -> str:
 
 
 @transaction.atomic
+def node_require_manager(*, user: User, node: ComputeNode) -> None:
+    _require_manager(user, node.institution, NODE_MANAGERS_ONLY)
+
+
 def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> ComputeNode:
     """A draining node finishes its jobs and takes no new ones."""
-    _require_manager(user, node.institution, NODE_MANAGERS_ONLY)
+    node_require_manager(user=user, node=node)
     node.draining = draining
     node.save(update_fields=["draining"])
     if not draining:
@@ -240,6 +245,7 @@ def compute_request_submit(
                 "only as a member."
             }
         )
+    _check_dates(starts_on=starts_on, ends_on=ends_on)
     if ends_on < starts_on:
         raise ValidationError({"ends_on": "The end of the window must not be before its start."})
     if ends_on < timezone.localdate():
@@ -260,6 +266,17 @@ def compute_request_submit(
     request.full_clean()
     request.save()
     return request
+
+
+def _check_dates(**dates: date | datetime) -> None:
+    errors = {}
+    for field, value in dates.items():
+        try:
+            validate_date_in_range(value)
+        except ValidationError as error:
+            errors[field] = error.messages
+    if errors:
+        raise ValidationError(errors)
 
 
 def _locked_submitted(request: ComputeRequest) -> ComputeRequest:
@@ -376,6 +393,7 @@ def allocation_create(
 ) -> Allocation:
     """A grant made directly by the platform admins, without a request."""
     _require_staff(user)
+    _check_dates(starts_at=starts_at, ends_at=ends_at)
     allocation = Allocation(
         institution=institution,
         name=name,
@@ -639,16 +657,20 @@ def _revoke(job: Job, attempt: int) -> None:
     transaction.on_commit(lambda: app.control.revoke(task_id))
 
 
+def job_require_canceller(*, user: User, job: Job) -> None:
+    if user.pk != job.submitter_id:
+        _require_manager(
+            user, job.institution, "Only the submitter or an admin can cancel this job."
+        )
+
+
 @transaction.atomic
 def job_cancel(*, user: User, job: Job, reason: str = "") -> Job:
     """The submitter or an admin stops the job. A running job is told to stop and its devices
     are freed at once. An admin's cancellation costs the researcher nothing."""
     job = Job.objects.select_for_update().get(pk=job.pk)
+    job_require_canceller(user=user, job=job)
     by_admin = user.pk != job.submitter_id
-    if by_admin:
-        _require_manager(
-            user, job.institution, "Only the submitter or an admin can cancel this job."
-        )
     if not job.is_active:
         raise ValidationError({"state": f"The job is already {job.get_state_display().lower()}."})
     was_started = job.state != Job.State.PENDING

@@ -8,13 +8,17 @@
 from typing import Any
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
+from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
 from rest_framework.views import set_rollback
+
+from apps.core.parsers import PayloadTooLarge
 
 
 class Conflict(exceptions.APIException):
@@ -56,6 +60,11 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
         exc = exceptions.NotFound()
     elif isinstance(exc, DjangoPermissionDenied):
         exc = exceptions.PermissionDenied()
+    elif isinstance(exc, RequestDataTooBig):
+        exc = PayloadTooLarge()
+    elif isinstance(exc, SuspiciousOperation):
+        # Too many form fields or files, a malformed multipart body: the client's fault.
+        exc = exceptions.ParseError(str(exc) or "The request is malformed.")
     elif isinstance(exc, IntegrityError):
         # Validation runs before every write; this is a concurrent request that won the race.
         exc = Conflict()
@@ -94,4 +103,48 @@ def api_not_found(request, exception=None) -> JsonResponse:
     return JsonResponse(
         error_body(status=404, code="not_found", message=f"No API endpoint at {request.path}."),
         status=404,
+    )
+
+
+def is_api_request(request: HttpRequest) -> bool:
+    return request.path_info.startswith("/api/")
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """Django's 400 (raised outside a DRF view, e.g. by a middleware reading the body): the
+    error format under /api/, Django's page elsewhere; an oversized body is a 413."""
+    if not is_api_request(request):
+        return defaults.bad_request(request, exception)  # type: ignore[arg-type]
+    if isinstance(exception, RequestDataTooBig):
+        too_large = PayloadTooLarge()
+        return JsonResponse(
+            error_body(status=413, code="payload_too_large", message=str(too_large.detail)),
+            status=413,
+        )
+    return JsonResponse(
+        error_body(status=400, code="bad_request", message=str(exception or "Bad request.")),
+        status=400,
+    )
+
+
+def permission_denied(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    if not is_api_request(request):
+        return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
+    return JsonResponse(
+        error_body(status=403, code="permission_denied", message=str(exception or "Forbidden.")),
+        status=403,
+    )
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """A 500 says nothing of its cause (it is logged); under /api/ in the error format."""
+    if not is_api_request(request):
+        return defaults.server_error(request)
+    return JsonResponse(
+        error_body(
+            status=500,
+            code="server_error",
+            message="The server failed to answer this request; it has been logged.",
+        ),
+        status=500,
     )

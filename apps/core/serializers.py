@@ -2,6 +2,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from rest_framework import serializers
+from rest_framework.fields import empty
+
+from apps.core.dates import DATE_RANGE_TEXT, validate_date_in_range
 
 
 class StrictInputMixin:
@@ -35,3 +38,28 @@ class StrictSerializer(StrictInputMixin, serializers.Serializer):
 
 class StrictModelSerializer(StrictInputMixin, serializers.ModelSerializer):
     pass
+
+
+class PatchInputMixin:
+    """The input of a PATCH: any top-level field may be left out, and one left out keeps its
+    value (no default applies). Unlike DRF's partial mode, nested items (a paper's authors) are
+    still checked whole."""
+
+    def get_fields(self) -> dict[str, serializers.Field]:
+        fields = super().get_fields()  # type: ignore[misc]
+        for field in fields.values():
+            field.required = False
+            field.default = empty
+        return fields
+
+
+class BoundedDateField(serializers.DateField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", f"A date {DATE_RANGE_TEXT}.")
+        super().__init__(validators=[validate_date_in_range], **kwargs)
+
+
+class BoundedDateTimeField(serializers.DateTimeField):
+    def __init__(self, **kwargs):
+        kwargs.setdefault("help_text", f"A time {DATE_RANGE_TEXT}.")
+        super().__init__(validators=[validate_date_in_range], **kwargs)

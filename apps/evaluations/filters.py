@@ -2,13 +2,14 @@
 
 import django_filters
 
+from apps.core.filters import FilterSet, IdFilter
 from apps.evaluations.models import Result
 
 
-class ResultFilter(django_filters.FilterSet):
-    benchmark = django_filters.NumberFilter(field_name="benchmark_id")
-    model = django_filters.NumberFilter(field_name="model_version__model_id")
-    model_version = django_filters.NumberFilter(field_name="model_version_id")
+class ResultFilter(FilterSet):
+    benchmark = IdFilter(field_name="benchmark_id")
+    model = IdFilter(field_name="model_version__model_id")
+    model_version = IdFilter(field_name="model_version_id")
     institution = django_filters.CharFilter(
         field_name="institution__slug", help_text="The institution that paid for the evaluation."
     )
@@ -16,7 +17,7 @@ class ResultFilter(django_filters.FilterSet):
         field_name="model_version__model__institution__slug",
         help_text="The institution that publishes the model.",
     )
-    node = django_filters.NumberFilter(field_name="node_id")
+    node = IdFilter(field_name="node_id")
 
     class Meta:
         model = Result

@@ -41,3 +41,9 @@ urlpatterns = [
     # Anything else under /api/ answers in the API's error format, not with an HTML page.
     re_path(r"^api/", api_not_found),
 ]
+
+# Errors raised outside a DRF view (a body over the upload limit, a crash) still answer in the
+# API's error format under /api/.
+handler400 = "apps.core.exceptions.bad_request"
+handler403 = "apps.core.exceptions.permission_denied"
+handler500 = "apps.core.exceptions.server_error"

@@ -1,6 +1,7 @@
 """Datasets and benchmarks through the API."""
 
 import pytest
+from rest_framework.test import APIClient
 
 from apps.catalog import services
 from apps.catalog.models import Benchmark, Dataset, Visibility
@@ -146,3 +147,47 @@ def test_private_datasets_and_benchmarks_stay_private(
     client_as("outsider").force_authenticate(None)
     assert client_as("member").get(f"/api/v1/{kind}/{record_id}/").status_code == 200
     assert Dataset.objects.count() == 1
+
+
+@pytest.fixture
+def public_benchmark_on_hidden_dataset(client_as, dataset):
+    services.dataset_update(
+        user=dataset.created_by, dataset=dataset, visibility=Visibility.INSTITUTION
+    )
+    response = client_as("member").post(
+        "/api/v1/benchmarks/", benchmark_payload(dataset), format="json"
+    )
+    assert response.status_code == 201, response.json()
+    return response.json()
+
+
+def test_a_hidden_dataset_shows_as_hidden_with_nothing_of_its_name(
+    client_as, public_benchmark_on_hidden_dataset, dataset
+):
+    benchmark_id = public_benchmark_on_hidden_dataset["id"]
+    anonymous = APIClient()
+    for answer in (
+        anonymous.get(f"/api/v1/benchmarks/{benchmark_id}/").json(),
+        anonymous.get("/api/v1/benchmarks/").json()["results"][0],
+        client_as("outsider").get(f"/api/v1/benchmarks/{benchmark_id}/").json(),
+    ):
+        assert answer["dataset"] == {"id": None, "name": None, "hidden": True}
+
+    member_view = client_as("member").get(f"/api/v1/benchmarks/{benchmark_id}/").json()
+    assert member_view["dataset"] == {"id": dataset.pk, "name": "Digits", "hidden": False}
+
+
+def test_a_hidden_dataset_id_answers_like_a_missing_one(client_as, dataset):
+    services.dataset_update(user=dataset.created_by, dataset=dataset, visibility="private")
+    missing_id = dataset.pk + 1000
+    outsider = client_as("outsider")
+    hidden = outsider.get(f"/api/v1/benchmarks/?dataset={dataset.pk}")
+    missing = outsider.get(f"/api/v1/benchmarks/?dataset={missing_id}")
+    assert hidden.status_code == missing.status_code == 200
+    assert hidden.json() == missing.json()
+
+    def create_on(dataset_id: int) -> dict:
+        body = benchmark_payload(dataset, institution="rheinau", dataset=dataset_id)
+        return outsider.post("/api/v1/benchmarks/", body, format="json").json()["error"]
+
+    assert create_on(dataset.pk)["fields"] == create_on(missing_id)["fields"]

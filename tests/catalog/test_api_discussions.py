@@ -99,3 +99,30 @@ def test_discussions_follow_the_visibility_of_their_record(client_as, member, in
     assert client_as("anonymous").post(
         "/api/v1/discussions/", {"paper": hidden.pk, "body": "x"}, format="json"
     ).status_code in (401, 404)
+
+
+@pytest.fixture
+def hidden_records(member, institution):
+    """A private paper with a comment and a private model, each with a comment."""
+    paper = services.paper_create(
+        user=member, institution=institution, title="Unpublished", visibility="private"
+    )
+    model = services.model_create(
+        user=member, institution=institution, name="Secret", slug="secret", license="MIT",
+        visibility="private",
+    )  # fmt: skip
+    comment = services.comment_create(user=member, target=paper, body="Draft notes")
+    services.comment_create(user=member, target=model, body="Draft notes")
+    return {"paper": paper.pk, "model": model.pk, "parent": comment.pk}
+
+
+@pytest.mark.parametrize("record", ["model", "paper", "benchmark", "parent"])
+def test_a_hidden_record_filters_like_a_missing_one(client_as, hidden_records, record):
+    missing_id = 10**9
+    hidden_id = hidden_records.get(record, missing_id - 1)
+    outsider = client_as("outsider")
+    for_hidden = outsider.get(f"/api/v1/discussions/?{record}={hidden_id}")
+    for_missing = outsider.get(f"/api/v1/discussions/?{record}={missing_id}")
+    assert for_hidden.status_code == for_missing.status_code == 200
+    assert for_hidden.json() == for_missing.json()
+    assert for_hidden.json()["count"] == 0

@@ -74,14 +74,50 @@ def test_a_pdf_must_be_a_pdf(client_as, member):
     assert "not a PDF" in response.json()["error"]["fields"]["pdf"][0]
 
 
-def test_a_doi_is_in_the_catalogue_once(client_as):
+def test_a_doi_has_one_public_paper(client_as):
     client = client_as("member")
-    client.post("/api/v1/papers/", ATTENTION, format="json")
+    first = client.post("/api/v1/papers/", ATTENTION, format="json").json()
     response = client.post(
         "/api/v1/papers/", {**ATTENTION, "doi": "10.48550/ARXIV.1706.03762"}, format="json"
     )
     assert response.status_code == 400
-    assert "already in the catalogue" in response.json()["error"]["fields"]["doi"][0]
+    message = response.json()["error"]["fields"]["doi"][0]
+    assert f"Paper {first['id']} is the public record" in message
+
+
+def test_a_paper_others_cannot_see_never_shows_through_its_doi(
+    api_client, outsider, member, other_institution, institution
+):
+    api_client.force_authenticate(outsider)
+    hidden = api_client.post(
+        "/api/v1/papers/",
+        {**ATTENTION, "institution": other_institution.slug, "visibility": "private"},
+        format="json",
+    ).json()
+
+    api_client.force_authenticate(member)
+    created = api_client.post("/api/v1/papers/", ATTENTION, format="json")
+    assert created.status_code == 201
+    imported = api_client.post(
+        "/api/v1/papers/import-bibtex/",
+        {
+            "institution": institution.slug,
+            "visibility": "institution",
+            "bibtex": "@article{a, title={Attention}, doi={10.48550/arXiv.1706.03762}}",
+        },
+        format="json",
+    )
+    assert imported.json()["errors"] == [] and len(imported.json()["created"]) == 1
+
+    # Its owner learns of the public record only when making theirs public too.
+    api_client.force_authenticate(outsider)
+    response = api_client.patch(
+        f"/api/v1/papers/{hidden['id']}/", {"visibility": "public"}, format="json"
+    )
+    assert response.status_code == 400
+    assert (
+        f"Paper {created.json()['id']} is the public record" in response.json()["error"]["message"]
+    )
 
 
 BIBTEX = r"""
