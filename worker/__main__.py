@@ -13,6 +13,7 @@ from pathlib import Path
 from worker import inventory
 from worker.checks import run_checks
 from worker.file_cache import DEFAULT_MAX_BYTES
+from worker.sandbox import DEFAULT_PIDS_LIMIT, DEFAULT_SCRATCH_MB, SandboxLimits
 from worker.settings import SettingsError, WorkerSettings
 
 
@@ -64,6 +65,26 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--scratch-dir", type=Path, help="where each attempt gets a fresh working directory"
     )
+    run.add_argument(
+        "--pids-limit",
+        type=_positive,
+        default=DEFAULT_PIDS_LIMIT,
+        help="processes and threads one evaluation may run at once (default: 1024; needs a "
+        "cgroup, see --cgroup)",
+    )
+    run.add_argument(
+        "--scratch-max-mb",
+        type=_positive,
+        default=DEFAULT_SCRATCH_MB,
+        help="size of each evaluation's scratch tmpfs, counted in its memory (default: 10240)",
+    )
+    run.add_argument(
+        "--cgroup",
+        type=Path,
+        help="a cgroup v2 folder delegated to the worker (memory and pids in its "
+        "cgroup.subtree_control) for the evaluations' kernel-enforced limits (default: the "
+        "worker's own cgroup, or cgroup v1 where the worker may write it)",
+    )
     run.add_argument("--loglevel", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser
 
@@ -95,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
                 cache_max_bytes=args.cache_max_bytes,
                 scratch_dir=args.scratch_dir,
                 loglevel=args.loglevel,
+                limits=SandboxLimits(
+                    pids=args.pids_limit, scratch_mb=args.scratch_max_mb, cgroup=args.cgroup
+                ),
             ),
         )
     results = run_checks(settings)

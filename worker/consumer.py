@@ -12,7 +12,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -150,6 +150,7 @@ class RunOptions:
     cache_max_bytes: int = DEFAULT_MAX_BYTES
     scratch_dir: Path | None = None
     loglevel: str = "INFO"
+    limits: sandbox.SandboxLimits = field(default_factory=sandbox.SandboxLimits)
 
 
 def default_cpu_slots(inventory: Inventory) -> int:
@@ -171,12 +172,14 @@ class WorkerRuntime:
         cache: FileCache,
         specs: dict[str, EvaluatorSpec] | None = None,
         scratch_dir: Path | None = None,
+        limits: sandbox.SandboxLimits | None = None,
     ) -> None:
         self.settings = settings
         self.inventory = inventory
         self.cache = cache
         self.specs = evaluator_specs() if specs is None else specs
         self.scratch_dir = scratch_dir
+        self.limits = limits or sandbox.SandboxLimits()
         self.running = RunningAttempts()
 
     def run_job(self, job: int, attempt: int) -> str:
@@ -201,6 +204,7 @@ class WorkerRuntime:
                 inventory=self.inventory,
                 stop=stop,
                 scratch_root=self.scratch_dir,
+                limits=self.limits,
             )
             return run.execute()
         except (NodeError, NodeUnavailable) as error:
@@ -213,7 +217,10 @@ class WorkerRuntime:
 
 def registration(inventory: Inventory, cpu_slots: int) -> dict[str, Any]:
     return {
-        "gpus": [asdict(gpu) for gpu in inventory.gpus],
+        "gpus": [
+            {name: value for name, value in asdict(gpu).items() if name != "minor_number"}
+            for gpu in inventory.gpus
+        ],
         "cpu_slots": cpu_slots,
         "host": {
             "hostname": socket.gethostname(),
@@ -224,6 +231,7 @@ def registration(inventory: Inventory, cpu_slots: int) -> dict[str, Any]:
             "driver_version": inventory.driver_version,
             "cuda_version": inventory.cuda_version,
             "gpu_unavailable_reason": inventory.gpu_unavailable_reason,
+            "isolation": sandbox.isolation_capability(),
         },
     }
 
@@ -282,6 +290,31 @@ def create_app(settings: WorkerSettings, runtime: WorkerRuntime) -> Celery:
     return app
 
 
+def log_isolation(capability: dict[str, str], *, trusted_only: bool) -> None:
+    """Says at registration what isolation this worker gives evaluations, and what follows."""
+    level = capability["level"]
+    if level == sandbox.FULL:
+        logger.info("evaluations run fully isolated (%s)", capability["sandbox"])
+    elif level == sandbox.PARTIAL:
+        logger.warning(
+            "evaluations run partly isolated (%s): %s; benchmarks that require full isolation "
+            "are refused. Install bubblewrap for full isolation.",
+            capability["sandbox"], capability["reason"],
+        )  # fmt: skip
+    elif trusted_only:
+        logger.warning(
+            "this worker cannot isolate evaluations (%s); its node is trusted-only: it runs "
+            "only benchmarks of its own institution",
+            capability["reason"],
+        )
+    else:
+        logger.error(
+            "this worker cannot isolate evaluations (%s): it refuses every job until bubblewrap "
+            "or user namespaces are available, or an admin marks its node trusted-only",
+            capability["reason"],
+        )
+
+
 def run(settings: WorkerSettings, options: RunOptions) -> int:
     """`python -m worker run`: registers, heartbeats, and consumes the node's queue until a
     signal stops it (SIGTERM finishes the running jobs first)."""
@@ -306,11 +339,16 @@ def run(settings: WorkerSettings, options: RunOptions) -> int:
         node.get("name"), node.get("id"), node.get("institution"), len(inventory.gpus),
         cpu_slots, queue,
     )  # fmt: skip
+    log_isolation(sandbox.isolation_capability(), trusted_only=bool(node.get("trusted_only")))
     cache = FileCache(options.cache_dir or default_cache_dir(), options.cache_max_bytes)
     if options.scratch_dir is not None:
         options.scratch_dir.mkdir(parents=True, exist_ok=True)
     runtime = WorkerRuntime(
-        settings, inventory=inventory, cache=cache, scratch_dir=options.scratch_dir
+        settings,
+        inventory=inventory,
+        cache=cache,
+        scratch_dir=options.scratch_dir,
+        limits=options.limits,
     )
     heartbeat = Heartbeat(
         NodeClient(settings, retries=2),

@@ -12,6 +12,8 @@ class Gpu:
     uuid: str
     name: str
     memory_bytes: int
+    # The N of its /dev/nvidiaN, the one device node the sandbox shows of it (-1: unknown).
+    minor_number: int = -1
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,13 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def _minor_number(handle) -> int:
+    try:
+        return int(pynvml.nvmlDeviceGetMinorNumber(handle))
+    except pynvml.NVMLError:
+        return -1
+
+
 def discover() -> Inventory:
     cpu_count = len(os.sched_getaffinity(0))
     try:
@@ -56,6 +65,7 @@ def discover() -> Inventory:
                     uuid=_text(pynvml.nvmlDeviceGetUUID(handle)),
                     name=_text(pynvml.nvmlDeviceGetName(handle)),
                     memory_bytes=int(pynvml.nvmlDeviceGetMemoryInfo(handle).total),
+                    minor_number=_minor_number(handle),
                 )
             )
         cuda = pynvml.nvmlSystemGetCudaDriverVersion()

@@ -26,7 +26,14 @@ from worker.evaluators import EvaluatorSpec
 from worker.file_cache import FileCache, default_cache_dir
 from worker.inventory import Inventory
 from worker.node_client import NodeClient, NodeError, NodeUnavailable, StaleAttempt
-from worker.sandbox import checked_metrics, run_sandboxed
+from worker.sandbox import (
+    FULL,
+    NONE,
+    SandboxLimits,
+    checked_metrics,
+    isolation_capability,
+    run_sandboxed,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -178,6 +185,25 @@ def _pickled_files(model: dict[str, Any]) -> list[str]:
     return [str(file["filename"]) for file in model["files"] if file.get("format") == "pickle"]
 
 
+def isolation_refusal(capability: dict[str, str], spec: dict[str, Any]) -> str:
+    """Why this worker must not run the attempt, given what it can isolate; "" when it may.
+    The node says whether the benchmark requires full isolation, and whether the attempt is
+    trusted (a benchmark of the node's own institution, on a node marked trusted-only)."""
+    level = capability["level"]
+    if spec.get("isolation_required") == FULL and level != FULL:
+        return (
+            f"The benchmark requires full isolation; this worker offers {level} isolation "
+            f"({capability['reason']}). Install bubblewrap on the worker's host."
+        )
+    if level == NONE and not spec.get("trusted"):
+        return (
+            f"This worker cannot isolate evaluations ({capability['reason']}): it runs only "
+            "benchmarks of its own institution, and only once an admin marks its node "
+            "trusted-only."
+        )
+    return ""
+
+
 class JobRun:
     """One attempt this worker claimed. `execute` never raises: every outcome is reported to
     the node (or, for a stopped attempt, deliberately not)."""
@@ -192,6 +218,7 @@ class JobRun:
         inventory: Inventory,
         stop: threading.Event,
         scratch_root: Path | None = None,
+        limits: SandboxLimits | None = None,
     ) -> None:
         self.client = client
         self.cache = cache
@@ -202,6 +229,7 @@ class JobRun:
         self.inventory = inventory
         self.stop = stop
         self.scratch_root = scratch_root
+        self.limits = limits
         self.evaluator_name = str(spec["benchmark"]["evaluator"])
         self.gpu_indices = [int(index) for index in spec.get("gpu_indices", [])]
         self.time_limit_seconds = int(spec.get("time_limit_seconds") or 0)
@@ -259,6 +287,8 @@ class JobRun:
                     "failed",
                     f"evaluator {self.evaluator_name} is not installed on this worker",
                 )
+            elif refusal := isolation_refusal(isolation_capability(), self.spec):
+                failure = ("failed", refusal)
             else:
                 self.fetch_files()
                 metrics = checked_metrics(self.run_evaluator(evaluator))
@@ -376,9 +406,24 @@ class JobRun:
             self.context(),
             memory_limit_mb=self.memory_limit_mb,
             cache_root=self.cache.root,
+            limits=self.limits,
+            gpu_numbers=self._gpu_numbers(),
         )
+        level = outcome.provenance["isolation"]["level"]
+        if self.spec.get("isolation_required") == FULL and level != FULL:
+            raise EvaluationError(
+                f"The benchmark requires full isolation; this evaluation ran with {level} "
+                "isolation, so its result is not reported."
+            )
         self.evaluation_provenance = outcome.provenance
         return outcome.metrics
+
+    def _gpu_numbers(self) -> list[int]:
+        """The minor numbers of the GPUs given (their /dev/nvidiaN), where NVML told them."""
+        minors = {gpu.index: gpu.minor_number for gpu in self.inventory.gpus}
+        return [
+            minors[index] if minors.get(index, -1) >= 0 else index for index in self.gpu_indices
+        ]
 
     def provenance(self, started_at: str) -> dict[str, Any]:
         gpus_by_index = {gpu.index: gpu for gpu in self.inventory.gpus}

@@ -159,7 +159,7 @@ def test_a_script_over_the_memory_limit_is_stopped_and_fails_with_the_figures(tm
         r"Used (\d+) MiB of memory, over the benchmark's limit of 128 MiB: stopped\.", reason
     )
     assert match, reason
-    assert int(match.group(1)) > 128
+    assert int(match.group(1)) >= 128
 
 
 CONNECT_PY = """
@@ -321,23 +321,24 @@ def test_a_script_that_replaces_the_result_file_cannot_block_the_worker(tmp_path
     assert outcome == ["failed"], "the attempt never ended"
 
 
-@pytest.mark.parametrize("replacement", ["fifo", "link to /dev/zero", "huge file", "empty file"])
-def test_the_worker_reads_a_result_file_without_blocking_or_flooding(tmp_path, replacement):
-    path = tmp_path / "result.json"
-    if replacement == "fifo":
-        os.mkfifo(path)
-    elif replacement == "link to /dev/zero":
-        path.symlink_to("/dev/zero")
-    elif replacement == "huge file":
-        path.write_bytes(b" " * (sandbox.MAX_RESULT_BYTES + 1))
-    else:
-        path.touch()
-    with pytest.raises(EvaluationError) as refused:
-        sandbox._read_result(path, 0)
-    if replacement == "empty file":
-        assert "exited with code 0 before it reported a result" in str(refused.value)
-    else:
-        assert "not a result" in str(refused.value) or "tampered" in str(refused.value)
+@pytest.mark.parametrize(
+    ("written", "refusal"),
+    [
+        (b"", "exited with code 0 before it reported a result"),
+        (b" " * (sandbox.MAX_RESULT_BYTES + 1), "larger than any result"),
+        (b"{not json", "not valid JSON"),
+        (b"[1, 2]", "not a result"),
+    ],
+)
+def test_the_worker_reads_the_result_descriptor_without_trusting_it(written, refusal):
+    descriptor = os.memfd_create("result")
+    try:
+        os.write(descriptor, written)
+        with pytest.raises(EvaluationError) as refused:
+            sandbox._read_result(descriptor, 0)
+    finally:
+        os.close(descriptor)
+    assert refusal in str(refused.value)
 
 
 TAMPER_PY = """
@@ -424,13 +425,11 @@ def test_evaluation_code_cannot_undo_its_isolation(tmp_path):
     assert run.execute() == "succeeded", node.outcomes
     [(_, tried)] = node.outcomes
     provenance = node.provenance
-    if provenance["files"].endswith("everything else read-only"):
+    if provenance["isolation"]["level"] == "full":
         assert tried["unmounted"] == 0 and tried["wrote_outside"] == 0
         assert not outside.exists()
     else:
-        assert (
-            "not isolated" in provenance["files"] or "as the worker's user" in provenance["files"]
-        )
+        assert provenance["isolation"]["level"] in ("partial", "none")
     if provenance["processes"] == "own PID namespace":
         assert tried["signalled_host"] == 0
     assert tried["capabilities"] == 0

@@ -1,38 +1,35 @@
-"""Runs one evaluation in a subprocess of its own.
+"""Runs one evaluation in a sandbox of its own.
 
-`run_sandboxed` (the worker's side) starts `python -m worker.sandbox REQUEST RESULT` in a new
-process group with a minimal environment (no worker settings, HOME and TMPDIR in the attempt's
-scratch directory, Hugging Face offline), streams its output to the job's log line by line, and
-kills the whole process tree when the attempt is stopped (time limit, cancel) or uses more
-memory than its benchmark allows.
+`run_sandboxed` (the worker's side) starts `python -m worker.sandbox` (`worker/sandbox/
+__main__.py`, the inside) under bubblewrap: an allowlisted file system, every namespace, a new
+session, no capabilities, a system-call filter and a minimal /dev (`worker.sandbox.bwrap`), in
+a cgroup of its own with kernel-enforced memory and process limits where the host gives the
+worker one (`worker.sandbox.limits`), with a size-capped tmpfs as its scratch directory. Where
+bubblewrap is not installed, the inside enters the namespaces the kernel allows itself
+(`worker.sandbox.namespaces`). The request goes in, and the result comes out, through
+descriptors of the worker's (no file any process could rename or replace); the worker streams
+the output to the job's log, ends the whole process tree when the attempt stops, and writes
+the result's provenance from what it observed and launched, never from what the evaluation says
+of itself (beyond the facts an evaluator records about its own run).
 
-`main` (the subprocess's side) first leaves the host's network where the OS allows it (a new
-network namespace), then imports the evaluator named by its spec, runs it, and writes its
-metrics and provenance, or its error, to the result file.
+Isolation levels, in each result's provenance and on the node: "full" (bubblewrap with every
+namespace and the system-call filter), "partial" (the fallback namespaces), "none" (no
+namespace could be made: the worker then runs only what its node trusts).
 """
 
 import contextlib
 import ctypes
-import fcntl
-import importlib
 import json
 import numbers
 import os
-import random
-import resource
-import select
 import signal
-import socket
-import stat
-import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import traceback
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -48,44 +45,25 @@ from worker.evaluation import (
     finite_number,
 )
 from worker.evaluators import DEFAULT_SEED, EvaluatorSpec, package_versions
+from worker.sandbox import bwrap
+from worker.sandbox.limits import JobCgroup
+from worker.sandbox.seccomp import program_descriptor, seccomp_program
+from worker.sandbox.supervision import ProcessTree, stream_output, supervise
 
-KILL_GRACE_SECONDS = 2.0
-POLL_SECONDS = 0.1
-MAX_LINE_BYTES = 64 * 1024
 MIB = 1024 * 1024
-# Metrics and provenance fit in far less; a larger file is not a result.
+# Metrics and provenance fit in far less; a larger result is not a result.
 MAX_RESULT_BYTES = 4 * MIB
-
-CLONE_NEWUSER = 0x10000000
-CLONE_NEWNET = 0x40000000
-CLONE_NEWNS = 0x00020000
-CLONE_NEWPID = 0x20000000
-MS_NOEXEC = 0x8
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_PRIVATE = 0x40000
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
-PR_CAPBSET_DROP = 24
-PR_SET_NO_NEW_PRIVS = 38
-PR_CAP_AMBIENT = 47
-PR_CAP_AMBIENT_CLEAR_ALL = 4
-LINUX_CAPABILITY_VERSION_3 = 0x20080522
-# mount_setattr(2), Linux 5.12 and later; the same number on x86-64 and arm64.
-SYS_MOUNT_SETATTR = 442
-AT_FDCWD = -100
-AT_RECURSIVE = 0x8000
-MOUNT_ATTR_RDONLY = 0x1
+DEFAULT_PIDS_LIMIT = 1024
+DEFAULT_SCRATCH_MB = 10 * 1024
 DEFAULT_SHM_MB = 1024
-# Replaced by a tmpfs of the evaluation's own, within its memory limit.
-SHARED_MEMORY = "/dev/shm"  # noqa: S108
-SIOCGIFFLAGS = 0x8913
-SIOCSIFFLAGS = 0x8914
-IFF_UP = 0x1
+FULL, PARTIAL, NONE = "full", "partial", "none"
+# Joins the job's cgroup(s) before anything of the sandbox runs, then becomes the sandbox.
+JOIN_CGROUPS = (
+    'for f; do shift; [ "$f" = -- ] && break; echo $$ > "$f" || exit 125; done; exec "$@"'
+)
+CGROUP_JOIN_FAILED = 125
 
 # Host variables CUDA and its libraries need; everything else of the worker's stays behind.
 PASSED_VARIABLES = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "CUDA_PATH")
@@ -185,103 +163,6 @@ def _request(spec: EvaluatorSpec, context: EvaluationContext) -> dict[str, Any]:
     }
 
 
-class ProcessTree:
-    """The sandbox process and everything it started: its process group, and every descendant
-    seen since, also one that left the group (setsid) or lost its parent."""
-
-    def __init__(self, process: subprocess.Popen) -> None:
-        # Never reaped before the end (no poll() until `reap`): while the leader is a zombie its
-        # group id cannot be reused, so signalling the group cannot reach a stranger.
-        self.process = process
-        self.group = process.pid
-        self.root = psutil.Process(process.pid)
-        self.seen: set[psutil.Process] = set()
-        try:
-            self._exit_fd: int | None = os.pidfd_open(process.pid)
-        except (AttributeError, OSError):
-            self._exit_fd = None
-
-    def wait_exit(self, timeout: float) -> bool:
-        """Whether the sandbox process has exited, waiting up to `timeout` seconds (not reaped)."""
-        if self._exit_fd is not None:
-            return bool(select.select([self._exit_fd], [], [], timeout)[0])
-        deadline = time.monotonic() + timeout
-        while True:
-            if os.waitid(os.P_PID, self.group, os.WEXITED | os.WNOWAIT | os.WNOHANG) is not None:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(min(0.02, timeout))
-
-    def descendants(self) -> list[psutil.Process]:
-        try:
-            found = self.root.children(recursive=True)
-        except psutil.NoSuchProcess:
-            found = []
-        self.seen.update(found)
-        return found
-
-    def rss_bytes(self) -> int:
-        total = 0
-        for member in [self.root, *self.descendants()]:
-            with contextlib.suppress(psutil.Error):
-                total += member.memory_info().rss
-        return total
-
-    def _signal(self, signum: int) -> None:
-        self.descendants()
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.group, signum)
-        for member in self.seen:
-            with contextlib.suppress(psutil.Error):
-                member.send_signal(signum)
-
-    def _gone(self) -> bool:
-        return self.wait_exit(0) and not any(_alive(member) for member in self.seen)
-
-    def kill(self, *, grace: float = KILL_GRACE_SECONDS) -> None:
-        """SIGTERM to every process, then SIGKILL to those still there after `grace` seconds."""
-        if grace > 0:
-            self._signal(signal.SIGTERM)
-            deadline = time.monotonic() + grace
-            while not self._gone() and time.monotonic() < deadline:
-                self.wait_exit(POLL_SECONDS / 2)
-        self._signal(signal.SIGKILL)
-
-    def reap(self) -> int:
-        if self._exit_fd is not None:
-            os.close(self._exit_fd)
-            self._exit_fd = None
-        return self.process.wait()
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
-        return False
-
-
-def _printable(raw: bytes) -> str:
-    line = raw.decode("utf-8", errors="replace").rstrip("\r")
-    # A progress bar redraws itself with carriage returns: its latest state is the line.
-    return line.rsplit("\r", 1)[-1]
-
-
-def _stream_output(pipe: IO[bytes], log: Callable[[str], None]) -> None:
-    pending = b""
-    while chunk := os.read(pipe.fileno(), 65536):
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        for raw in lines:
-            log(_printable(raw))
-        while len(pending) > MAX_LINE_BYTES:
-            log(_printable(pending[:MAX_LINE_BYTES]))
-            pending = pending[MAX_LINE_BYTES:]
-    if pending:
-        log(_printable(pending))
-
-
 def exit_description(returncode: int) -> str:
     """How a process ended, from its return code, in words."""
     if returncode < 0:
@@ -290,100 +171,6 @@ def exit_description(returncode: int) -> str:
             " (the host may have run out of memory)" if name == "SIGKILL" else ""
         )
     return f"exited with code {returncode}"
-
-
-def run_sandboxed(
-    spec: EvaluatorSpec,
-    context: EvaluationContext,
-    *,
-    memory_limit_mb: int = 0,
-    cache_root: Path | None = None,
-) -> SandboxResult:
-    """Runs the evaluator `spec` names on `context` in a sandboxed subprocess. Raises Stopped
-    once `context.stop` is set (the process tree is killed first), EvaluationError when the
-    evaluation failed or went over `memory_limit_mb` (0: no limit)."""
-    if context.stop.is_set():
-        raise Stopped()
-    scratch = context.scratch_dir
-    (scratch / "tmp").mkdir(exist_ok=True)
-    # The request and result live beside the scratch directory, not in the evaluator's space.
-    with tempfile.TemporaryDirectory(prefix=f"{scratch.name}-sandbox-", dir=scratch.parent) as d:
-        request_path, result_path = Path(d) / "request.json", Path(d) / "result.json"
-        request = {
-            **_request(spec, context),
-            "cache_root": str(cache_root or ""),
-            "memory_limit_mb": memory_limit_mb,
-        }
-        request_path.write_text(json.dumps(request))
-        # Registered as it starts: `end_escaped_processes` must never take it for an escapee.
-        with _sandboxes_lock:
-            # The command is this interpreter and this module: nothing in it comes from the job.
-            process = subprocess.Popen(  # noqa: S603
-                [sys.executable, "-P", "-m", "worker.sandbox", str(request_path), str(result_path)],
-                cwd=scratch,
-                env=sandbox_env(scratch, context.env),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            _sandboxes.add(process.pid)
-        tree = ProcessTree(process)
-        output = cast(IO[bytes], process.stdout)
-        reader = threading.Thread(target=_stream_output, args=(output, context.log), daemon=True)
-        reader.start()
-        try:
-            _supervise(tree, context.stop, memory_limit_mb)
-        finally:
-            # Whatever the evaluation left running goes with it.
-            tree.kill(grace=0)
-            returncode = tree.reap()
-            with _sandboxes_lock:
-                _sandboxes.discard(process.pid)
-            end_escaped_processes()
-            reader.join(timeout=5)
-            if not reader.is_alive():
-                output.close()
-        result = _read_result(result_path, returncode)
-    if "error" in result:
-        raise EvaluationError(str(result["error"]))
-    if result.get("stopped"):
-        raise EvaluationError("The evaluation was stopped by a signal from outside the worker.")
-    return SandboxResult(checked_metrics(result["metrics"]), dict(result["provenance"]))
-
-
-def _no_result(returncode: int) -> EvaluationError:
-    return EvaluationError(
-        f"The evaluation process {exit_description(returncode)} before it reported a result: "
-        "see the log."
-    )
-
-
-def _read_result(path: Path, returncode: int) -> dict[str, Any]:
-    """The sandbox's result file, read so that whatever the evaluation put in its place (a
-    FIFO, a link to /dev/zero, a huge file) cannot block or flood the worker."""
-    try:
-        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except FileNotFoundError:
-        raise _no_result(returncode) from None
-    except OSError as error:
-        raise EvaluationError(f"The evaluation's result file was tampered with: {error}.") from None
-    with os.fdopen(descriptor, "rb") as file:
-        found = os.fstat(file.fileno())
-        if not stat.S_ISREG(found.st_mode) or found.st_size > MAX_RESULT_BYTES:
-            raise EvaluationError(
-                "The evaluation's result file was replaced by something that is not a result."
-            )
-        content = file.read(MAX_RESULT_BYTES)
-        if not content:
-            raise _no_result(returncode)
-        try:
-            result = json.loads(content)
-        except ValueError:
-            raise EvaluationError("The evaluation's result file is not valid JSON.") from None
-    if not isinstance(result, dict):
-        raise EvaluationError("The evaluation's result file is not a result.")
-    return result
 
 
 # The sandbox processes running now; whether this process adopts orphans (the worker does).
@@ -421,357 +208,367 @@ def end_escaped_processes() -> list[int]:
     return [child.pid for child in escaped]
 
 
-def _end_descendants() -> None:
-    """Ends every process the evaluation started. Orphans are re-parented to this process (a
-    subreaper), so one that double-forked away from its parent is found too."""
-    me = psutil.Process()
-    for _ in range(100):
-        children = me.children(recursive=True)
-        if not children:
-            return
-        for child in children:
-            with contextlib.suppress(psutil.Error):
-                child.kill()
-        psutil.wait_procs(children, timeout=0.1)
+@dataclass(frozen=True)
+class SandboxLimits:
+    """The worker's own limits for every evaluation, beside the benchmark's memory limit."""
+
+    pids: int = DEFAULT_PIDS_LIMIT
+    scratch_mb: int = DEFAULT_SCRATCH_MB
+    # A cgroup v2 folder delegated to the worker (default: found from /proc/self/cgroup).
+    cgroup: Path | None = None
 
 
-def _supervise(tree: ProcessTree, stop: threading.Event, memory_limit_mb: int) -> None:
-    """Waits for the sandbox to exit. Memory is checked by polling the resident size of the
-    whole tree: an address-space limit (RLIMIT_AS) would refuse CUDA and onnxruntime, which
-    reserve far more virtual memory than they use, and would not count child processes."""
-    limit = memory_limit_mb * MIB
-    while not tree.wait_exit(POLL_SECONDS):
-        if stop.is_set():
-            tree.kill()
-            raise Stopped()
-        if limit:
-            used = tree.rss_bytes()
-            if used > limit:
-                tree.kill()
-                raise EvaluationError(
-                    f"Used {used // MIB} MiB of memory, over the benchmark's limit of "
-                    f"{memory_limit_mb} MiB: stopped."
+@cache
+def isolation_capability() -> dict[str, str]:
+    """What this host lets the worker give an evaluation, probed once by running an empty
+    sandbox: {"level", "sandbox", "reason"}, with the sandbox's start-up time."""
+    found = bwrap.bubblewrap()
+    reasons = []
+    if found is not None:
+        path, version = found
+        started = time.monotonic()
+        probe = subprocess.run(  # noqa: S603 - a fixed command
+            [path, *bwrap.NAMESPACE_OPTIONS, "--disable-userns", "--die-with-parent",
+             "--new-session", "--cap-drop", "ALL", "--ro-bind", "/", "/", "--proc", "/proc",
+             "--dev", "/dev", "--", "/bin/true"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        startup = f"{(time.monotonic() - started) * 1000:.0f} ms"
+        program, filtering = seccomp_program()
+        if probe.returncode == 0 and program:
+            return {"level": FULL, "sandbox": version, "reason": "", "startup": startup}
+        if probe.returncode == 0:
+            return {"level": PARTIAL, "sandbox": version, "reason": filtering, "startup": startup}
+        reasons.append(f"{version} cannot start here: {probe.stderr.strip()[:300]}")
+    else:
+        reasons.append("bubblewrap (bwrap) is not installed")
+    probe = subprocess.run(  # noqa: S603 - this interpreter and a fixed program
+        [sys.executable, "-c", NAMESPACE_PROBE], capture_output=True, text=True, check=False
+    )
+    if probe.returncode == 0:
+        return {"level": PARTIAL, "sandbox": "namespaces", "reason": "; ".join(reasons)}
+    reasons.append(f"no namespace either: {probe.stdout.strip()}")
+    return {"level": NONE, "sandbox": "none", "reason": "; ".join(reasons)}
+
+
+NAMESPACE_PROBE = (
+    "import ctypes, os\n"
+    "libc = ctypes.CDLL(None, use_errno=True)\n"
+    "if libc.unshare(0x10000000 | 0x40000000) and libc.unshare(0x40000000):\n"
+    "    print(os.strerror(ctypes.get_errno())); raise SystemExit(1)\n"
+)
+
+
+def _memory_file(name: str, content: bytes = b"") -> int:
+    descriptor = os.memfd_create(name, 0)
+    os.write(descriptor, content)
+    os.lseek(descriptor, 0, os.SEEK_SET)
+    return descriptor
+
+
+def _layout(
+    context: EvaluationContext, entry: str, folder: Path, shm_mb: int, limits: SandboxLimits,
+    gpu_numbers: list[int],
+) -> bwrap.SandboxLayout:  # fmt: skip
+    scratch = context.scratch_dir.resolve()
+    cached = [fetched.path.resolve() for fetched in [*context.model_files, *context.dataset_files]]
+    modules = ["worker", entry.partition(":")[0]]
+    read_only = [
+        *bwrap.python_paths(modules),
+        *bwrap.library_paths(dict(os.environ)),
+        *dict.fromkeys(cached),
+    ]
+    return bwrap.SandboxLayout(
+        scratch=scratch,
+        read_only=read_only,
+        scratch_folders=[
+            path for path in (scratch / "model", scratch / "dataset") if path.is_dir()
+        ],
+        etc_files=bwrap.etc_files(folder, os.getuid(), os.getgid(), scratch),
+        scratch_bytes=limits.scratch_mb * MIB,
+        shm_bytes=shm_mb * MIB,
+        devices=bwrap.gpu_device_nodes(gpu_numbers),
+        gpu=bool(context.gpu_indices),
+    )
+
+
+def run_sandboxed(
+    spec: EvaluatorSpec,
+    context: EvaluationContext,
+    *,
+    memory_limit_mb: int = 0,
+    cache_root: Path | None = None,
+    limits: SandboxLimits | None = None,
+    gpu_numbers: list[int] | None = None,
+) -> SandboxResult:
+    """Runs the evaluator `spec` names on `context` in a sandbox. Raises Stopped once
+    `context.stop` is set (the process tree is killed first), EvaluationError when the
+    evaluation failed or went over a limit: `memory_limit_mb` (0: none), the worker's `limits`.
+    `gpu_numbers`: the minor numbers of the GPUs given (default: their indices)."""
+    if context.stop.is_set():
+        raise Stopped()
+    limits = limits or SandboxLimits()
+    capability = isolation_capability()
+    mode = "bubblewrap" if capability["sandbox"].startswith("bubblewrap") else "namespaces"
+    scratch = context.scratch_dir
+    (scratch / "tmp").mkdir(exist_ok=True)
+    seed = int(context.config.get("seed", DEFAULT_SEED))
+    shm_mb = memory_limit_mb or DEFAULT_SHM_MB
+    cgroup, no_cgroup = JobCgroup.create(
+        f"rx-{scratch.name}",
+        memory_bytes=memory_limit_mb * MIB,
+        pids=limits.pids,
+        delegated=limits.cgroup,
+    )
+    descriptors: list[int] = []
+    try:
+        with tempfile.TemporaryDirectory(
+            prefix=f"{scratch.name}-sandbox-", dir=scratch.parent
+        ) as d:
+            request = {
+                **_request(spec, context),
+                "mode": mode,
+                "seed": seed,
+                "cache_root": str(cache_root or ""),
+                "memory_limit_mb": memory_limit_mb,
+            }
+            request_fd = _memory_file("request", json.dumps(request).encode())
+            result_fd = _memory_file("result")
+            descriptors += [request_fd, result_fd]
+            env = sandbox_env(scratch, context.env)
+            # The command is this interpreter and this module: nothing in it comes from the job.
+            command = [
+                sys.executable, "-P", "-m", "worker.sandbox",
+                "--request-fd", str(request_fd), "--result-fd", str(result_fd),
+            ]  # fmt: skip
+            layout = None
+            if mode == "bubblewrap":
+                program, _filtering = seccomp_program()
+                seccomp_fd = program_descriptor(program) if program else None
+                if seccomp_fd is not None:
+                    descriptors.append(seccomp_fd)
+                numbers_given = context.gpu_indices if gpu_numbers is None else gpu_numbers
+                layout = _layout(context, spec.entry, Path(d), shm_mb, limits, numbers_given)
+                command = bwrap.bwrap_arguments(
+                    capability_path(), layout, env, command, seccomp_fd=seccomp_fd
                 )
-        else:
-            tree.descendants()
-
-
-class _Refused(OSError):
-    pass
-
-
-def _call(result: int, what: str) -> None:
-    if result != 0:
-        errno = ctypes.get_errno()
-        raise _Refused(errno, f"{what}: {os.strerror(errno)}")
-
-
-def isolate(request: dict[str, Any]) -> tuple[dict[str, str], bool]:
-    """Moves this process (still single-threaded) into namespaces of its own, as far as the
-    kernel allows: a network namespace (the host's interfaces and every remote address out of
-    reach, its own loopback up), a mount namespace in which the worker's file cache and scratch
-    folder show only this job's files (the cached ones read-only), and a PID namespace for the
-    evaluation (see `become_init`). Returns what it got, or why not, for the provenance, and
-    whether there is a PID namespace."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    uid, gid = os.getuid(), os.getgid()
-    # A user namespace lets an unprivileged worker make the others, and takes the host's
-    # capabilities away from a worker running as root.
-    attempts = [
-        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID, "user, network, mount, PID"),
-        (CLONE_NEWUSER | CLONE_NEWNET | CLONE_NEWNS, "user, network, mount"),
-        (CLONE_NEWUSER | CLONE_NEWNET, "user, network"),
-        (CLONE_NEWNET | CLONE_NEWNS | CLONE_NEWPID, "network, mount, PID"),
-        (CLONE_NEWNET | CLONE_NEWNS, "network, mount"),
-        (CLONE_NEWNET, "network"),
-    ]
-    refusals = []
-    for flags, kinds in attempts:  # noqa: B007 - the namespaces obtained are used below
-        if libc.unshare(flags) == 0:
-            break
-        refusals.append(os.strerror(ctypes.get_errno()))
-    else:
-        reason = f"not isolated: no new namespace ({'; '.join(dict.fromkeys(refusals))})"
-        return {"network": reason, "files": reason, "processes": reason}, False
-    how = f"new {kinds} namespaces"
-    isolation = {"network": f"isolated ({how})"}
-    try:
-        _loopback_up()
-    except OSError as error:
-        isolation["network"] = f"isolated ({how}; loopback down: {error.strerror})"
-    isolation["processes"] = (
-        "own PID namespace" if flags & CLONE_NEWPID else "not isolated: no new PID namespace"
+                env = {"PATH": os.defpath}
+            if cgroup is not None:
+                command = [
+                    "/bin/sh",
+                    "-c",
+                    JOIN_CGROUPS,
+                    "sh",
+                    *cgroup.procs_files(),
+                    "--",
+                    *command,
+                ]
+            stopped, returncode = _run(command, env, context, descriptors, memory_limit_mb, cgroup)
+            if stopped is None:
+                # Over a kernel limit, the evaluation's own error is only the consequence.
+                _check_cgroup(cgroup, memory_limit_mb, limits)
+                result = _read_result(result_fd, returncode)
+                _check_scratch(result, mode, limits)
+    finally:
+        for descriptor in descriptors:
+            with contextlib.suppress(OSError):
+                os.close(descriptor)
+        if cgroup is not None:
+            cgroup.kill()
+            cgroup.remove()
+    if stopped is not None:
+        raise stopped
+    if "error" in result:
+        raise EvaluationError(str(result["error"]))
+    if result.get("stopped"):
+        raise EvaluationError("The evaluation was stopped by a signal from outside the worker.")
+    isolation = _isolation(
+        mode, capability, result, layout, cgroup, no_cgroup, memory_limit_mb, limits
     )
-    if not flags & CLONE_NEWNS:
-        isolation["files"] = "not isolated: no new mount namespace"
-        return isolation, bool(flags & CLONE_NEWPID)
-    try:
-        if flags & CLONE_NEWUSER:
-            _map_own_ids(uid, gid)
-        _hide_other_jobs(libc, request)
-    except OSError as error:
-        isolation["files"] = f"not isolated: {error}"
-    else:
-        isolation["files"] = "only this job's files (the cached ones read-only)"
-    return isolation, bool(flags & CLONE_NEWPID)
-
-
-def _map_own_ids(uid: int, gid: int) -> None:
-    """The same ids inside the new user namespace as outside (read before it was made: inside,
-    an unmapped id reads as 65534): the job's files keep their owner."""
-    # One write each, of whole lines, without O_TRUNC: how the kernel takes these files.
-    for name, line in (
-        ("setgroups", "deny"),
-        ("uid_map", f"{uid} {uid} 1\n"),
-        ("gid_map", f"{gid} {gid} 1\n"),
-    ):
-        descriptor = os.open(f"/proc/self/{name}", os.O_WRONLY)
-        try:
-            os.write(descriptor, line.encode())
-        finally:
-            os.close(descriptor)
-
-
-def _hide_other_jobs(libc: ctypes.CDLL, request: dict[str, Any]) -> None:
-    """Empty file systems over the cache and over the folder of every job's scratch directory,
-    with this job's scratch directory (writable) and its cached files (read-only) put back."""
-    scratch = Path(os.path.realpath(request["scratch_dir"]))
-    cache_root = (
-        Path(os.path.realpath(request["cache_root"])) if request.get("cache_root") else None
-    )
-    cached = [
-        Path(os.path.realpath(entry["path"]))
-        for entry in [*request["model_files"], *request["dataset_files"]]
-    ]
-    if cache_root is not None:
-        cached = [path for path in cached if path.is_relative_to(cache_root)]
-    _call(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "private mounts")
-    # Opened in this mount namespace before anything is covered: the mounts below bind them
-    # back from these handles.
-    kept = [(scratch, os.open(scratch, os.O_PATH), False)]
-    kept += [(path, os.open(path, os.O_PATH), True) for path in dict.fromkeys(cached)]
-    # Outer folders first: the cache may lie inside the scratch folder.
-    covered = sorted(
-        {scratch.parent, *([cache_root] if cache_root else [])}, key=lambda p: len(p.parts)
-    )
-    for folder in covered:
-        folder.mkdir(parents=True, exist_ok=True)
-        _call(
-            libc.mount(
-                b"tmpfs", bytes(folder), b"tmpfs", MS_NOSUID | MS_NODEV, b"size=1m,mode=0755"
-            ),
-            f"cover {folder}",
-        )
-    for path, handle, read_only in kept:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if read_only:
-            path.touch()
-        else:
-            path.mkdir(exist_ok=True)
-        source = f"/proc/self/fd/{handle}".encode()
-        _call(libc.mount(source, bytes(path), None, MS_BIND, None), f"show {path}")
-        if read_only:
-            _call(
-                libc.mount(None, bytes(path), None, MS_BIND | MS_REMOUNT | MS_RDONLY, None),
-                f"protect {path}",
-            )
-        os.close(handle)
-
-
-def become_init(result_file: IO[str]) -> None:
-    """Forks the evaluation's process, the first of the new PID namespace: it sees no process
-    outside, and when it ends the kernel ends every process of the namespace. This process
-    waits for it and exits as it did; only the forked process returns."""
-    child = os.fork()
-    if child == 0:
-        return
-    os.close(result_file.fileno())  # the evaluation's process writes the result
-    # The worker's SIGTERM is for the evaluation; its SIGKILL ends this process too.
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _pid, status = os.waitpid(child, 0)
-    os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else 1)
-
-
-def lock_down(request: dict[str, Any], isolation: dict[str, str], *, own_pids: bool) -> None:
-    """Before any evaluation code runs: a /proc of the PID namespace, the whole file system
-    read-only but the job's scratch directory, a private /dev/shm, the mounts locked (a new
-    user namespace), and no capabilities left, so the evaluation cannot undo any of it."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    mounted = isolation["files"].startswith("only this job's files")
-    try:
-        if own_pids and mounted:
-            _call(
-                libc.mount(b"proc", b"/proc", b"proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None),
-                "mount /proc",
-            )
-        if mounted:
-            # Mounts copied into a less privileged namespace are locked: no unmounting them.
-            uid, gid = os.getuid(), os.getgid()
-            _call(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "lock the mounts")
-            _map_own_ids(uid, gid)
-            _mount_setattr(libc, "/", set_flags=MOUNT_ATTR_RDONLY, recursive=True)
-            _mount_setattr(libc, "/proc", clear_flags=MOUNT_ATTR_RDONLY)
-            _mount_setattr(
-                libc, os.path.realpath(request["scratch_dir"]), clear_flags=MOUNT_ATTR_RDONLY
-            )
-            if os.path.isdir(SHARED_MEMORY):
-                shm_mb = int(request.get("memory_limit_mb") or DEFAULT_SHM_MB)
-                _call(
-                    libc.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", MS_NOSUID | MS_NODEV,
-                               f"size={shm_mb}m,mode=1777".encode()),
-                    "a private /dev/shm",
-                )  # fmt: skip
-            isolation["files"] += "; everything else read-only"
-    except OSError as error:
-        isolation["files"] += f"; everything else as the worker's user sees it ({error})"
-    _drop_capabilities(libc)
-
-
-def _mount_setattr(
-    libc: ctypes.CDLL, path: str, *, set_flags: int = 0, clear_flags: int = 0, recursive=False
-) -> None:
-    attributes = _MountAttr(set_flags, clear_flags, 0, 0)
-    flags = AT_RECURSIVE if recursive else 0
-    result = libc.syscall(
-        SYS_MOUNT_SETATTR, AT_FDCWD, path.encode(), flags, ctypes.byref(attributes),
-        ctypes.sizeof(attributes),
-    )  # fmt: skip
-    _call(result, f"mount_setattr {path}")
-
-
-def _drop_capabilities(libc: ctypes.CDLL) -> None:
-    """No capabilities, now or after exec (root's included), and no way to gain any."""
-    last = int(Path("/proc/sys/kernel/cap_last_cap").read_text())
-    for capability in range(last + 1):
-        libc.prctl(PR_CAPBSET_DROP, capability, 0, 0, 0)
-    libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0)
-    header = _CapHeader(LINUX_CAPABILITY_VERSION_3, 0)
-    libc.capset(ctypes.byref(header), (_CapData * 2)())
-    libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-
-
-class _MountAttr(ctypes.Structure):
-    _fields_ = [
-        ("attr_set", ctypes.c_uint64),
-        ("attr_clr", ctypes.c_uint64),
-        ("propagation", ctypes.c_uint64),
-        ("userns_fd", ctypes.c_uint64),
-    ]
-
-
-class _CapHeader(ctypes.Structure):
-    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
-
-
-class _CapData(ctypes.Structure):
-    _fields_ = [
-        ("effective", ctypes.c_uint32),
-        ("permitted", ctypes.c_uint32),
-        ("inheritable", ctypes.c_uint32),
-    ]
-
-
-def _loopback_up() -> None:
-    # Local servers (a tokenizer service, torch.distributed's store) need 127.0.0.1.
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        request = struct.pack("16sH14s", b"lo", 0, b"")
-        flags = struct.unpack("16sH14s", fcntl.ioctl(sock, SIOCGIFFLAGS, request))[1]
-        fcntl.ioctl(sock, SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | IFF_UP, b""))
-
-
-def _log_line(line: str) -> None:
-    print(line, flush=True)
-
-
-def _fetched(entry: dict[str, Any]) -> FetchedFile:
-    return FetchedFile(
-        str(entry["filename"]),
-        str(entry["sha256"]),
-        int(entry["size"]),
-        str(entry["format"]),
-        Path(entry["path"]),
-    )
-
-
-def _evaluate(
-    request: dict[str, Any], stop: threading.Event, isolation: dict[str, str]
-) -> dict[str, Any]:
-    described = request["evaluator"]
-    spec = EvaluatorSpec(
-        name=str(described["name"]),
-        description="",
-        model_formats=(),
-        entry=str(described["entry"]),
-        packages=tuple(described["packages"]),
-        version=str(described["version"]),
-    )
-    module_name, _, function_name = spec.entry.partition(":")
-    evaluate = getattr(importlib.import_module(module_name), function_name)
-    seed = int(request["config"].get("seed", DEFAULT_SEED))
-    random.seed(seed)
-    if "numpy" in sys.modules:  # seeded only where the evaluator uses it: importing costs time
-        sys.modules["numpy"].random.seed(seed)
-    context = EvaluationContext(
-        job=int(request["job"]),
-        attempt=int(request["attempt"]),
-        evaluator=spec.name,
-        config=dict(request["config"]),
-        model_files=[_fetched(entry) for entry in request["model_files"]],
-        dataset_files=[_fetched(entry) for entry in request["dataset_files"]],
-        scratch_dir=Path(request["scratch_dir"]),
-        env=dict(request["env"]),
-        devices=list(request["devices"]),
-        gpu_indices=[int(index) for index in request["gpu_indices"]],
-        time_limit_seconds=int(request["time_limit_seconds"]),
-        stop=stop,
-        log=_log_line,
-    )
-    metrics = checked_metrics(evaluate(context))
+    facts = _dict(result.get("facts"))
     provenance = {
+        **facts,
         "seed": seed,
-        **context.provenance,
         "evaluator": spec.name,
         "evaluator_version": spec.version,
         "packages": package_versions(spec),
-        **isolation,
+        **_legacy_isolation(isolation, result),
+        "isolation": isolation,
     }
-    return {"metrics": metrics, "provenance": provenance}
+    return SandboxResult(checked_metrics(result["metrics"]), provenance)
 
 
-def main(request_path: str, result_path: str) -> None:
-    request = json.loads(Path(request_path).read_text())
-    # Opened before the isolation covers the folder it is in, and written only at the end.
-    result_file = open(result_path, "w")  # noqa: SIM115 - held open until the very end
-    isolation, own_pids = isolate(request)
-    if own_pids:
-        become_init(result_file)
-    lock_down(request, isolation, own_pids=own_pids)
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    # Orphans of the evaluation become this process's children, so the worker still sees them.
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
-    # The evaluation's own processes cannot reach this one's open result file through /proc.
-    hide_from_same_user()
-    stop = threading.Event()
-    # The worker's SIGTERM asks the evaluator to stop; SIGKILL follows if it does not.
-    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
-    result: dict[str, Any]
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def capability_path() -> str:
+    found = bwrap.bubblewrap()
+    if found is None:
+        raise EvaluationError("bubblewrap disappeared from this host while the worker ran.")
+    return found[0]
+
+
+def _run(
+    command: list[str],
+    env: dict[str, str],
+    context: EvaluationContext,
+    descriptors: list[int],
+    memory_limit_mb: int,
+    cgroup: JobCgroup | None,
+) -> tuple[Exception | None, int]:
+    """Starts the sandbox and waits for it; (why it was stopped or None, its return code)."""
+    # Registered as it starts: `end_escaped_processes` must never take it for an escapee.
+    with _sandboxes_lock:
+        process = subprocess.Popen(  # noqa: S603 - see run_sandboxed
+            command,
+            cwd=context.scratch_dir,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=descriptors,
+        )
+        _sandboxes.add(process.pid)
+    tree = ProcessTree(process)
+    output = cast(IO[bytes], process.stdout)
+    reader = threading.Thread(target=stream_output, args=(output, context.log), daemon=True)
+    reader.start()
+    stopped: Exception | None = None
     try:
-        result = _evaluate(request, stop, isolation)
-    except EvaluationError as error:
-        result = {"error": str(error)}
-    except Stopped:
-        result = {"stopped": True}
-    except (Exception, SystemExit) as error:
-        traceback.print_exc()
-        result = {"error": f"{type(error).__name__}: {error}"}
-    _end_descendants()
-    result_file.write(json.dumps(result, default=str))
-    result_file.close()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # No interpreter shutdown: an evaluator's leftover threads must not hold the result back.
-    os._exit(0)
+        # A cgroup's memory limit is the kernel's: no polling of the resident size then.
+        supervise(
+            tree, context.stop, 0 if cgroup is not None and cgroup.memory_bytes else memory_limit_mb
+        )
+    except (Stopped, EvaluationError) as error:
+        stopped = error
+    finally:
+        # Whatever the evaluation left running goes with it.
+        tree.kill(grace=0)
+        if cgroup is not None:
+            cgroup.kill()
+        returncode = tree.reap()
+        with _sandboxes_lock:
+            _sandboxes.discard(process.pid)
+        end_escaped_processes()
+        reader.join(timeout=5)
+        if not reader.is_alive():
+            output.close()
+    return stopped, returncode
 
 
-if __name__ == "__main__":
-    main(*sys.argv[1:3])
+def _check_cgroup(cgroup: JobCgroup | None, memory_limit_mb: int, limits: SandboxLimits) -> None:
+    if cgroup is None:
+        return
+    if memory_limit_mb and cgroup.out_of_memory():
+        raise EvaluationError(
+            f"Used {cgroup.memory_peak_bytes() // MIB} MiB of memory, over the benchmark's limit "
+            f"of {memory_limit_mb} MiB: stopped."
+        )
+    refused = cgroup.pids_refused()
+    if refused:
+        raise EvaluationError(
+            f"Tried to run more than {limits.pids} processes and threads at once, the worker's "
+            f"limit (refused {refused} time(s)): stopped."
+        )
+
+
+def _no_result(returncode: int) -> EvaluationError:
+    return EvaluationError(
+        f"The evaluation process {exit_description(returncode)} before it reported a result: "
+        "see the log."
+    )
+
+
+def _read_result(descriptor: int, returncode: int) -> dict[str, Any]:
+    """What the sandbox's supervisor wrote to the worker's result descriptor."""
+    size = os.fstat(descriptor).st_size
+    if size > MAX_RESULT_BYTES:
+        raise EvaluationError("The evaluation's result is larger than any result.")
+    content = os.pread(descriptor, size, 0) if size else b""
+    if not content:
+        raise _no_result(returncode)
+    try:
+        result = json.loads(content)
+    except ValueError:
+        raise EvaluationError("The evaluation's result is not valid JSON.") from None
+    if not isinstance(result, dict):
+        raise EvaluationError("The evaluation's result is not a result.")
+    return result
+
+
+def _check_scratch(result: dict[str, Any], mode: str, limits: SandboxLimits) -> None:
+    if mode == "bubblewrap" and result.get("scratch_full") is True:
+        raise EvaluationError(
+            f"Filled its scratch space, the worker's limit of {limits.scratch_mb} MiB: stopped."
+        )
+
+
+def _isolation(
+    mode: str,
+    capability: dict[str, str],
+    result: dict[str, Any],
+    layout: bwrap.SandboxLayout | None,
+    cgroup: JobCgroup | None,
+    no_cgroup: str,
+    memory_limit_mb: int,
+    limits: SandboxLimits,
+) -> dict[str, Any]:
+    """The isolation of this run, as the worker launched and observed it."""
+    facts: dict[str, Any]
+    if mode == "bubblewrap" and layout is not None:
+        program, filtering = seccomp_program()
+        facts = {
+            "level": FULL if program else PARTIAL,
+            "sandbox": capability["sandbox"],
+            "namespaces": ", ".join(bwrap.NAMESPACES),
+            "filesystem": "allowlist: the interpreter, the evaluator's libraries and this job's "
+            "files, read-only; scratch a private tmpfs",
+            "system_calls": filtering,
+            "capabilities": "none, and no way to gain any",
+            "session": "a new session, ended with the worker",
+            "devices": layout.devices,
+            "mounted": layout.mounted(),
+            "scratch_quota": f"{limits.scratch_mb} MiB (tmpfs"
+            + (", counted in the job's memory)" if cgroup is not None else ")"),
+            "shared_memory": f"a /dev/shm tmpfs of {layout.shm_bytes // MIB} MiB; SysV IPC in "
+            "the job's own IPC namespace",
+        }
+    else:
+        reported = _dict(result.get("sandbox"))
+        network = str(reported.get("network", "not isolated"))
+        facts = {
+            "level": PARTIAL if network.startswith("isolated") else NONE,
+            "sandbox": f"namespaces ({capability['reason']})",
+            "namespaces": network,
+            "filesystem": str(reported.get("files", "not isolated")),
+            "system_calls": "no filter",
+            "scratch_quota": "none: the scratch directory is on the worker's disk",
+        }
+    if cgroup is not None:
+        facts.update(cgroup.facts)
+    else:
+        facts["memory_limit"] = (
+            f"{memory_limit_mb} MiB of resident memory, polled every 0.1 s (shared memory and "
+            f"memfd not counted): {no_cgroup}"
+            if memory_limit_mb
+            else f"none asked; {no_cgroup}"
+        )
+        facts["pids_limit"] = f"none: {no_cgroup}"
+    return facts
+
+
+def _legacy_isolation(isolation: dict[str, Any], result: dict[str, Any]) -> dict[str, str]:
+    """The one-line network, files and processes facts results have always carried."""
+    if isolation["sandbox"].startswith("bubblewrap"):
+        return {
+            "network": "isolated (bubblewrap: own network namespace, loopback only)",
+            "files": "only this job's files and the evaluator's libraries, read-only "
+            "(an allowlist); scratch a private tmpfs",
+            "processes": "own PID namespace",
+        }
+    reported = _dict(result.get("sandbox"))
+    return {
+        name: str(reported.get(name, "not isolated")) for name in ("network", "files", "processes")
+    }
