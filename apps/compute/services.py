@@ -343,6 +343,8 @@ def compute_request_approve(
         raise ValidationError(
             {"gpu_hours": f"Grant between 0.1 and the {request.gpu_hours} GPU-hours asked."}
         )
+    # A request stored before dates were bounded at input may still hold one out of range.
+    _check_dates(starts_on=request.starts_on, ends_on=request.ends_on)
     _decide(request, reviewer=reviewer, state=ComputeRequest.State.APPROVED, comment=comment)
     starts_at, ends_at = _window(request.starts_on, request.ends_on)
     allocation = Allocation.objects.create(

@@ -202,3 +202,22 @@ def test_a_token_expiring_past_the_date_range_is_refused(client, member):
     )
     assert "expires_at" in assert_error_shape(response, 400)["fields"]
     assert not ApiToken.objects.exists()
+
+
+def test_a_stored_request_with_an_unbounded_window_is_refused_not_a_crash(
+    client_as, member, institution
+):
+    from datetime import date
+
+    stored = ComputeRequest.objects.create(
+        requester=member,
+        institution=institution,
+        purpose="Stored before dates were bounded",
+        gpu_hours=10,
+        starts_on=date(2030, 1, 1),
+        ends_on=date(9999, 12, 31),
+    )
+    response = client_as("staff").post(f"/api/v1/compute-requests/{stored.pk}/approve/", {})
+    assert "ends_on" in assert_error_shape(response, 400)["fields"]
+    stored.refresh_from_db()
+    assert stored.state == ComputeRequest.State.SUBMITTED and not Allocation.objects.exists()
