@@ -1,5 +1,6 @@
 """The lm-eval evaluator on a tiny GPT-2 and two multiple-choice tasks built locally, offline."""
 
+import hashlib
 import os
 import pickle
 from pathlib import Path
@@ -8,7 +9,7 @@ import pytest
 
 from apps.evaluations.samples.tiny_lm import build_tiny_lm, build_tiny_tasks
 from tests.worker.fetched_files import fetched_files
-from worker.evaluation import EvaluationContext, EvaluationError
+from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile
 from worker.evaluators.lm_eval import evaluate
 
 TASKS = ["tiny_choice", "tiny_cloze"]
@@ -229,16 +230,22 @@ def test_a_dataset_without_task_files_is_refused(model_paths, task_paths, tmp_pa
 def test_a_task_can_include_another_and_call_python_shipped_in_the_dataset(
     model_paths, task_paths, tmp_path
 ):
-    helpers = tmp_path / "tasks" / "utils.py"
-    helpers.parent.mkdir()
-    helpers.write_text("def first_five(dataset):\n    return dataset.select(range(5))\n")
+    # As the worker's cache stores it: under its sha256, without the .py suffix.
+    helper = b"def first_five(dataset):\n    return dataset.select(range(5))\n"
+    cached = tmp_path / "cache" / hashlib.sha256(helper).hexdigest()
+    cached.parent.mkdir()
+    cached.write_bytes(helper)
     short = tmp_path / "tasks" / "tiny_short.yaml"
+    short.parent.mkdir()
     short.write_text(
         "include: tiny_choice.yaml\ntask: tiny_short\nprocess_docs: !function utils.first_five\n"
     )
     context = _context(
-        tmp_path / "job", model_paths, [*task_paths, helpers, short], {"tasks": ["tiny_short"]}
+        tmp_path / "job", model_paths, [*task_paths, short], {"tasks": ["tiny_short"]}
     )
+    link = context.scratch_dir / "dataset" / "utils.py"
+    link.symlink_to(cached)
+    context.dataset_files.append(FetchedFile("utils.py", cached.name, len(helper), "other", link))
     metrics = evaluate(context)
     assert set(metrics) >= {"tiny_short/acc", "tiny_short/acc_norm"}
     assert context.provenance["samples"] == {"tiny_short": 5}

@@ -5,7 +5,10 @@ tokenizer files); weights are only ever read from safetensors. The benchmark's d
 tasks: lm-eval YAML definitions whose `dataset_kwargs.data_files` name data files of the same
 dataset, relative to it. Only those tasks are known (none of lm-eval's built-in ones, which would
 need downloads). A task YAML may use lm-eval's `!function` to call Python shipped in the same
-dataset: that is the benchmark's code, run in the job's sandbox like the `command` evaluator's.
+dataset: that is the benchmark's code. Everything that may run it (loading the tasks, rendering
+their Jinja templates, the evaluation itself) happens in a child process
+(`worker.evaluators.lm_eval_tasks`, through `worker.evaluators.child`) that cannot reach the
+metrics and provenance this process reports.
 
 Metrics are "<task>/<metric>" (e.g. "tiny_choice/acc"), with "<task>/<metric>_stderr" where
 lm-eval computed a standard error, and "/<filter>" appended for a filter other than "none".
@@ -20,6 +23,7 @@ import yaml
 
 from worker.evaluation import EvaluationContext, EvaluationError, FetchedFile
 from worker.evaluators import DEFAULT_SEED
+from worker.evaluators.child import run_dataset_code
 
 DEFAULT_BATCH_SIZE = 1
 DEFAULT_DTYPE = "float32"
@@ -111,6 +115,10 @@ def _task_folder(context: EvaluationContext) -> Path:
     for fetched in context.dataset_files:
         if fetched.filename.lower().endswith(YAML_SUFFIXES):
             task_files.append(fetched)
+        elif fetched.filename.endswith(".py"):
+            # lm-eval imports a helper from the resolved path of the file the YAML names: a
+            # copy keeps its .py suffix (a cached file has none).
+            (folder / fetched.filename).write_bytes(fetched.path.read_bytes())
         else:
             # Python helpers (`!function utils.f`) and includes are looked up next to the YAML.
             (folder / fetched.filename).symlink_to(fetched.path.resolve())
@@ -171,17 +179,6 @@ def evaluate(context: EvaluationContext) -> dict[str, float]:
     task_folder = _task_folder(context)
     context.check_stop()
 
-    import lm_eval
-    from lm_eval.tasks import TaskManager
-
-    task_manager = TaskManager(include_path=str(task_folder), include_defaults=False)
-    known = task_manager.all_tasks
-    unknown = [name for name in tasks if name not in known]
-    if unknown:
-        raise EvaluationError(
-            f"Unknown task {', '.join(map(repr, unknown))}: the dataset's task files define "
-            f"{', '.join(known) or 'no tasks'}."
-        )
     context.provenance.update(
         {
             "tasks": tasks,
@@ -200,29 +197,33 @@ def evaluate(context: EvaluationContext) -> dict[str, float]:
         + (f", first {limit} items per task" if limit is not None else "")
     )
     started = time.monotonic()
-    results = lm_eval.simple_evaluate(
-        model="hf",
-        model_args={
-            "pretrained": str(model_folder),
-            "dtype": dtype,
-            "use_safetensors": True,
-            "trust_remote_code": False,
+    outcome = run_dataset_code(
+        context,
+        "worker.evaluators.lm_eval_tasks",
+        {
+            "tasks": tasks,
+            "task_folder": str(task_folder),
+            "model_args": {
+                "pretrained": str(model_folder),
+                "dtype": dtype,
+                "use_safetensors": True,
+                "trust_remote_code": False,
+            },
+            "num_fewshot": num_fewshot,
+            "limit": limit,
+            "batch_size": batch_size,
+            "device": device,
+            "bootstrap_iters": bootstrap_iters,
+            "seed": seed,
         },
-        tasks=tasks,
-        num_fewshot=num_fewshot,
-        limit=limit,
-        batch_size=batch_size,
-        device=device,
-        bootstrap_iters=bootstrap_iters,
-        log_samples=False,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-        task_manager=task_manager,
     )
-    if results is None:
-        raise EvaluationError("lm-eval returned no results (not the main process).")
+    if not isinstance(outcome, dict):
+        raise EvaluationError("lm-eval's outcome is not a result.")
+    if "error" in outcome:
+        raise EvaluationError(str(outcome["error"]))
+    results = outcome.get("results")
+    if not isinstance(results, dict):
+        raise EvaluationError("lm-eval returned no results.")
     context.log(f"lm-eval finished in {time.monotonic() - started:.1f} s")
     context.provenance["task_versions"] = results.get("versions", {})
     context.provenance["samples"] = {
