@@ -9,6 +9,7 @@ from worker.evaluators import EvaluatorSpec, evaluator_specs
 from worker.file_cache import FileCache
 from worker.inventory import Inventory
 from worker.runner import JobRun
+from worker.sandbox import SandboxLimits
 
 
 class RecordingNode:
@@ -68,8 +69,11 @@ def job_run(
     config: dict | None = None,
     time_limit_seconds: int = 60,
     memory_limit_mb: int = 0,
+    limits: SandboxLimits | None = None,
+    terms: dict | None = None,
 ) -> tuple[JobRun, RecordingNode]:
-    """A claimed CPU attempt of `evaluator` over these model and dataset files (by name)."""
+    """A claimed CPU attempt of `evaluator` over these model and dataset files (by name);
+    `terms`: what the node adds to the claim (isolation_required, trusted)."""
     dataset = dataset or {}
     contents = {**model, **dataset}.values()
     node = RecordingNode({hashlib.sha256(content).hexdigest(): content for content in contents})
@@ -81,6 +85,7 @@ def job_run(
             "evaluator": evaluator, "config": config or {},
             "dataset": {"files": _entries(dataset, formats or {})},
         },
+        **(terms or {}),
     }  # fmt: skip
     run = JobRun(
         client=node,  # type: ignore[arg-type]
@@ -90,5 +95,6 @@ def job_run(
         inventory=Inventory(cpu_count=2, memory_bytes=1),
         stop=threading.Event(),
         scratch_root=tmp_path / "scratch",
+        limits=limits,
     )
     return run, node
