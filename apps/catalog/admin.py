@@ -102,7 +102,7 @@ class DatasetAdmin(RecordAdmin):
 
 @admin.register(Benchmark)
 class BenchmarkAdmin(RecordAdmin):
-    list_filter = ("visibility", "institution")
+    list_filter = ("visibility", "requires_full_isolation", "institution")
     list_display = ("name", "institution", "task_type", "evaluator", "visibility")
     search_fields = ("name", "slug", "task_type")
     autocomplete_fields = ("tags",)

@@ -348,6 +348,19 @@ class BenchmarkForm(PublishingForm):
         initial=8192,
         help_text="Host memory one evaluation may use; the worker stops it beyond this.",
     )
+    requires_full_isolation = forms.TypedChoiceField(
+        label="Isolation",
+        choices=[
+            ("", "Default: full isolation for a public benchmark"),
+            ("true", "Full isolation only (bubblewrap on the worker)"),
+            ("false", "Any isolation the node accepts"),
+        ],
+        coerce=lambda value: value == "true",
+        empty_value=None,
+        required=False,
+        help_text="Which workers' results count: fully isolated ones only, or also those of "
+        "workers without bubblewrap.",
+    )
     tags = TagsField()
     visibility = visibility_field()
 

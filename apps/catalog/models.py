@@ -128,6 +128,9 @@ class Benchmark(CatalogRecord):
         default=8192,
         validators=[MinValueValidator(MIN_MEMORY_LIMIT_MB), MaxValueValidator(MAX_MEMORY_LIMIT_MB)],
     )
+    # Whether only fully isolated evaluations (bubblewrap on the worker) may count; None: the
+    # default, required for public benchmarks.
+    requires_full_isolation = models.BooleanField(null=True, blank=True, default=None)
     tags = models.ManyToManyField(Tag, blank=True, related_name="benchmarks")
 
     class Meta:
@@ -143,6 +146,12 @@ class Benchmark(CatalogRecord):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def full_isolation_required(self) -> bool:
+        if self.requires_full_isolation is not None:
+            return self.requires_full_isolation
+        return self.visibility == Visibility.PUBLIC
 
 
 class Paper(CatalogRecord):

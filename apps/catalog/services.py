@@ -645,6 +645,7 @@ def benchmark_create(
     gpu_memory_gb: int = 0,
     time_limit_minutes: int = 60,
     memory_limit_mb: int = 8192,
+    requires_full_isolation: bool | None = None,
     visibility: str = Visibility.PUBLIC,
     tags: Sequence[str] = (),
 ) -> Benchmark:
@@ -668,6 +669,7 @@ def benchmark_create(
         gpu_memory_gb=gpu_memory_gb,
         time_limit_minutes=time_limit_minutes,
         memory_limit_mb=memory_limit_mb,
+        requires_full_isolation=requires_full_isolation,
         visibility=visibility,
     )
     benchmark.full_clean()

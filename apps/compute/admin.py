@@ -108,10 +108,12 @@ class ComputeNodeAdmin(admin.ModelAdmin):
         "pool",
         "gpu_count",
         "status",
+        "isolation",
+        "trusted_only",
         "draining",
         "last_heartbeat_at",
     )
-    list_filter = ("pool", "draining", "institution")
+    list_filter = ("pool", "draining", "trusted_only", "isolation", "institution")
     list_select_related = ("institution",)
     search_fields = ("name", "institution__name", "token_prefix")
     fields = (
@@ -120,6 +122,8 @@ class ComputeNodeAdmin(admin.ModelAdmin):
         "pool",
         "labels",
         "draining",
+        "trusted_only",
+        "isolation",
         "gpus",
         "cpu_slots",
         "host_info",
@@ -134,6 +138,7 @@ class ComputeNodeAdmin(admin.ModelAdmin):
         "institution",
         "pool",
         "draining",
+        "isolation",
         "gpus",
         "cpu_slots",
         "host_info",

@@ -660,6 +660,7 @@ class RegisterOutput(WorkerTimingOutput):
             "institution": serializers.CharField(),
             "pool": serializers.CharField(),
             "queue": serializers.CharField(),
+            "trusted_only": serializers.BooleanField(),
         },
     )
 
@@ -682,6 +683,7 @@ class WorkerRegisterApi(WorkerApi):
                     "institution": node.institution.slug,
                     "pool": node.pool,
                     "queue": node.queue,
+                    "trusted_only": node.trusted_only,
                 },
                 "heartbeat_seconds": settings.COMPUTE_HEARTBEAT_SECONDS,
                 "lease_seconds": settings.COMPUTE_LEASE_SECONDS,
@@ -758,6 +760,7 @@ class WorkerClaimApi(WorkerApi):
                 "time_limit_seconds": job.time_limit_minutes * 60,
                 "gpu_memory_gb": job.gpu_memory_gb,
                 "memory_limit_mb": benchmark.memory_limit_mb,
+                **selectors.job_isolation_terms(job=job, node=self.node(request)),
                 "model": {
                     "id": version.model_id,
                     "name": version.model.name,

@@ -40,6 +40,11 @@ class ComputeNode(models.Model):
     # How many jobs that need no GPU this host runs at once.
     cpu_slots = models.PositiveSmallIntegerField(default=1)
     host_info = models.JSONField(default=dict, blank=True)
+    # What its worker said at registration it can give an evaluation: full, partial or none.
+    isolation = models.CharField(max_length=16, blank=True)
+    # Set by an admin: the node runs only its own institution's benchmarks, so a worker that
+    # cannot isolate evaluations may still run them.
+    trusted_only = models.BooleanField(default=False)
     draining = models.BooleanField(default=False)
     token_prefix = models.CharField(max_length=16)
     token_hash = models.CharField(max_length=64, unique=True)

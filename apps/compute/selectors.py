@@ -366,3 +366,15 @@ def job_artifact(*, node: ComputeNode, job_id: int, attempt: int, sha256: str) -
     if artifact is None:
         raise Http404("This job has no such file.")
     return artifact
+
+
+def job_isolation_terms(*, job: Job, node: ComputeNode) -> dict[str, object]:
+    """What the worker is told with a claimed attempt: whether the benchmark requires full
+    isolation, and whether the attempt is trusted (its benchmark is of the node's own
+    institution and an admin marked the node trusted-only), so a worker that cannot isolate
+    may run it."""
+    benchmark = job.benchmark
+    return {
+        "isolation_required": "full" if benchmark.full_isolation_required else "any",
+        "trusted": node.trusted_only and benchmark.institution_id == node.institution_id,
+    }

@@ -166,11 +166,17 @@ def node_register(
     node.gpus = _clean_gpus(gpus)
     node.cpu_slots = cpu_slots
     node.host_info = host_info
+    # What the worker says it can isolate; the node refuses results below what it allows.
+    isolation = host_info.get("isolation")
+    level = isolation.get("level") if isinstance(isolation, dict) else None
+    node.isolation = level if level in ("full", "partial", "none") else ""
     node.registered_at = now
     node.last_heartbeat_at = now
     node.save(
-        update_fields=["gpus", "cpu_slots", "host_info", "registered_at", "last_heartbeat_at"]
-    )
+        update_fields=[
+            "gpus", "cpu_slots", "host_info", "isolation", "registered_at", "last_heartbeat_at"
+        ]
+    )  # fmt: skip
     dispatch_soon()
     return node
 

@@ -8,8 +8,16 @@ from apps.evaluations.models import Result
 class ResultAdmin(admin.ModelAdmin):
     """Results are written only by the worker's post: the admin reads them."""
 
-    list_display = ("id", "model_version", "benchmark", "institution", "node", "created_at")
-    list_filter = ("benchmark", "institution")
+    list_display = (
+        "id",
+        "model_version",
+        "benchmark",
+        "institution",
+        "node",
+        "isolation",
+        "created_at",
+    )
+    list_filter = ("benchmark", "institution", "isolation")
     list_select_related = ("model_version__model", "benchmark", "institution", "node__institution")
     search_fields = ("model_version__model__name", "benchmark__name")
     readonly_fields = [field.name for field in Result._meta.fields]

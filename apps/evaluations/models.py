@@ -26,6 +26,8 @@ class Result(models.Model):
     metrics = models.JSONField()
     # What the worker reported: digests, evaluator and package versions, devices, seed, times.
     provenance = models.JSONField(default=dict, blank=True)
+    # How the worker isolated the evaluation (full, partial, none), from its provenance.
+    isolation = models.CharField(max_length=16, blank=True)
     gpu_seconds = models.FloatField(default=0)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)

@@ -3,8 +3,19 @@ metrics of an attempt; nothing else creates results."""
 
 from typing import Any
 
+from django.core.exceptions import ValidationError
+
 from apps.compute.models import Job
 from apps.evaluations.models import Result
+
+ISOLATION_LEVELS = ("full", "partial", "none")
+
+
+def result_isolation(provenance: dict[str, Any]) -> str:
+    """The isolation level the worker recorded ("" for a worker that records none)."""
+    isolation = provenance.get("isolation")
+    level = isolation.get("level") if isinstance(isolation, dict) else None
+    return level if level in ISOLATION_LEVELS else ""
 
 
 def result_record(
@@ -12,7 +23,31 @@ def result_record(
 ) -> Result:
     """Stores the result of the job's successful attempt, which the caller has locked and
     finished. The worker's provenance is kept as it came; what the node knows for certain
-    (node, paying institution, GPU-seconds, start and end) lives in the result's own columns."""
+    (node, paying institution, GPU-seconds, start and end) lives in the result's own columns.
+    A worker that records its isolation (every worker since the sandbox ran under bubblewrap)
+    has its result refused when that is less than the benchmark requires, or none on a node
+    that is not trusted-only for its own institution's benchmark; a result without the record
+    is kept as "not recorded"."""
+    isolation = result_isolation(provenance)
+    benchmark = job.benchmark
+    if isolation and benchmark.full_isolation_required and isolation != "full":
+        raise ValidationError(
+            {
+                "provenance": "The benchmark requires full isolation; the worker ran the "
+                f"evaluation with {isolation} isolation."
+            }
+        )
+    node = job.node
+    trusted = (
+        node is not None and node.trusted_only and node.institution_id == benchmark.institution_id
+    )
+    if isolation == "none" and not trusted:
+        raise ValidationError(
+            {
+                "provenance": "The evaluation ran without isolation on a node that is not "
+                "trusted-only for this benchmark's institution."
+            }
+        )
     return Result.objects.create(
         job=job,
         attempt=attempt,
@@ -22,6 +57,7 @@ def result_record(
         node_id=job.node_id,
         metrics=metrics,
         provenance=provenance,
+        isolation=isolation,
         gpu_seconds=job.gpu_seconds,
         started_at=job.started_at,
         finished_at=job.finished_at,
