@@ -8,6 +8,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONPATH=/app:/app/platform \
     DJANGO_SETTINGS_MODULE=config.settings.production
 
+# bubblewrap: the GPU worker runs every evaluation under it (libseccomp2, for its system-call
+# filter, is part of the base image).
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends bubblewrap libseccomp2 \
+    && rm -rf /var/lib/apt/lists/*
+
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY apps ./apps
