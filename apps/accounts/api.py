@@ -15,6 +15,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from apps.accounts import selectors, services
+from apps.accounts.fields import OrcidField, RorIdField
 from apps.accounts.models import ApiToken, Institution, Membership, User
 from apps.accounts.permissions import IsStaffOrReadOnly, SessionOnly
 from apps.accounts.typing import AuthenticatedRequest
@@ -30,7 +31,7 @@ class MembershipOfUserOutput(serializers.Serializer):
 
 class MeOutput(serializers.Serializer):
     username = serializers.CharField()
-    email = serializers.EmailField()
+    email = serializers.EmailField(allow_blank=True)
     first_name = serializers.CharField()
     last_name = serializers.CharField()
     display_name = serializers.CharField()
@@ -43,9 +44,7 @@ class MeInput(StrictSerializer):
     first_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     last_name = serializers.CharField(max_length=150, required=False, allow_blank=True)
     email = serializers.EmailField(required=False, allow_blank=True)
-    orcid = serializers.CharField(
-        max_length=64, required=False, allow_blank=True, help_text="ORCID iD or its URL."
-    )
+    orcid = OrcidField(required=False, allow_blank=True)
 
 
 class MeApi(APIView):
@@ -90,9 +89,7 @@ class InstitutionCreateInput(StrictSerializer):
     slug = serializers.SlugField(max_length=80)
     country = CountryField(help_text="ISO 3166-1 alpha-2 code, e.g. DE.")
     website = serializers.URLField(required=False, allow_blank=True)
-    ror_id = serializers.CharField(
-        required=False, allow_blank=True, max_length=64, help_text="ROR id or its URL."
-    )
+    ror_id = RorIdField(required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 
@@ -100,7 +97,7 @@ class InstitutionUpdateInput(StrictSerializer):
     name = serializers.CharField(max_length=200, required=False)
     country = CountryField(required=False)
     website = serializers.URLField(required=False, allow_blank=True)
-    ror_id = serializers.CharField(required=False, allow_blank=True, max_length=64)
+    ror_id = RorIdField(required=False, allow_blank=True)
     description = serializers.CharField(required=False, allow_blank=True, max_length=10_000)
 
 

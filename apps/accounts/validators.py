@@ -15,6 +15,11 @@ ROR_PATTERN = re.compile(r"^0[0-9a-hjkmnp-tv-z]{6}\d{2}$")
 ROR_URL_PREFIXES = ("https://ror.org/", "http://ror.org/", "ror.org/")
 CROCKFORD_BASE32 = "0123456789abcdefghjkmnpqrstvwxyz"
 
+# What input fields accept (before normalizing), for serializers and so the API schema; any
+# case goes. The check digits are verified by normalize_orcid / normalize_ror.
+ORCID_INPUT = re.compile(r"^(?:(?:https?://)?orcid\.org/)?\d{4}-?\d{4}-?\d{4}-?\d{3}[\dX]$", re.I)
+ROR_INPUT = re.compile(r"^(?:(?:https?://)?ror\.org/)?0[0-9a-hjkmnp-tv-z]{6}\d{2}$", re.I)
+
 
 def _strip_prefix(value: str, prefixes: tuple[str, ...]) -> str:
     for prefix in prefixes:

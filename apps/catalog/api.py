@@ -12,6 +12,8 @@ from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
+    OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
@@ -22,7 +24,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from apps.accounts.fields import InstitutionSlugField
+from apps.accounts.fields import InstitutionSlugField, OrcidField
 from apps.accounts.models import Institution
 from apps.accounts.typing import AuthenticatedRequest
 from apps.catalog import selectors, services
@@ -44,6 +46,7 @@ from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
 from apps.core.filters import FilterSet
 from apps.core.parsers import JSONParser, MultiPartParser
+from apps.core.schema import ErrorOutput
 from apps.core.serializers import PatchInputMixin, StrictSerializer
 from worker.evaluators import evaluator_specs
 
@@ -217,7 +220,9 @@ class VersionFileInput(StrictSerializer):
 
 
 class VersionCreateInput(StrictSerializer):
-    label = serializers.CharField(max_length=64)  # type: ignore[assignment]
+    label = serializers.RegexField(  # type: ignore[assignment]
+        r"^[\w.+-]+$", max_length=64, help_text="Letters, digits and . _ + - (e.g. 1.0, 2.1-rc1)."
+    )
     release_notes = serializers.CharField(max_length=50_000, required=False, allow_blank=True)
     files = VersionFileInput(many=True, required=False)
     publish = serializers.BooleanField(
@@ -364,7 +369,7 @@ class ArtifactDownloadApi(APIView):
 
 class AuthorIO(StrictSerializer):
     name = serializers.CharField(max_length=200)
-    orcid = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    orcid = OrcidField(required=False, allow_blank=True)
     institution = serializers.SlugField(
         source="institution.slug", required=False, allow_null=True, default=None
     )
@@ -559,9 +564,17 @@ class BibtexImportInput(StrictSerializer):
         return data
 
 
+class BibtexEntryErrorOutput(serializers.Serializer):
+    key = serializers.CharField(allow_blank=True, help_text="The entry's citation key.")
+    line = serializers.IntegerField(
+        allow_null=True, help_text="Where the entry starts in the BibTeX, when known."
+    )
+    message = serializers.CharField()
+
+
 class BibtexImportOutput(serializers.Serializer):
     created = LinkOutput(many=True)
-    errors = serializers.ListField(child=serializers.DictField())  # type: ignore[assignment]
+    errors = BibtexEntryErrorOutput(many=True)  # type: ignore[assignment]
 
 
 class PaperBibtexImportApi(APIView):
@@ -569,7 +582,20 @@ class PaperBibtexImportApi(APIView):
 
     @extend_schema(
         request={"multipart/form-data": BibtexImportInput, "application/json": BibtexImportInput},
-        responses={201: BibtexImportOutput, 400: BibtexImportOutput},
+        responses={
+            201: BibtexImportOutput,
+            400: OpenApiResponse(
+                PolymorphicProxySerializer(
+                    component_name="BibtexImportRefusal",
+                    serializers=[BibtexImportOutput, ErrorOutput],
+                    resource_type_field_name=None,
+                ),
+                description=(
+                    "Every entry was refused (the import report, each entry's error by key), or "
+                    "the input itself is invalid (the error format)."
+                ),
+            ),
+        },
         summary="Import papers from BibTeX: good entries are kept, each bad one reported by key",
     )
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -915,7 +941,7 @@ SEARCH_MAX_PAGE = 25
 
 
 class SearchInput(serializers.Serializer):
-    q = serializers.CharField(max_length=200)
+    q = serializers.CharField(max_length=200, help_text='Words, "phrases", -exclusions.')
     type = serializers.MultipleChoiceField(choices=selectors.SEARCH_TYPES, required=False)
     institution = serializers.SlugField(required=False)
     tag = serializers.SlugField(required=False)
@@ -977,16 +1003,7 @@ def run_search(user, params: dict) -> selectors.SearchPage:
 
 class SearchApi(APIView):
     @extend_schema(
-        parameters=[
-            OpenApiParameter("q", str, required=True, description='Words, "phrases", -exclusions'),
-            OpenApiParameter("type", str, many=True, enum=list(selectors.SEARCH_TYPES)),
-            OpenApiParameter("institution", str),
-            OpenApiParameter("tag", str),
-            OpenApiParameter("task", str),
-            OpenApiParameter("license", str),
-            OpenApiParameter("year", int),
-            OpenApiParameter("page", int),
-        ],
+        parameters=[SearchInput],
         responses=SearchOutput,
         summary="Ranked full-text search across models, papers, datasets and benchmarks",
     )

@@ -6,7 +6,6 @@ calls a node's worker makes with its node token, each checked against the job at
 was given.
 """
 
-import re
 from dataclasses import asdict
 from decimal import Decimal
 from typing import Any
@@ -16,7 +15,6 @@ from django.conf import settings
 from django.http import Http404, HttpResponseBase
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
-    OpenApiParameter,
     extend_schema,
     extend_schema_field,
     extend_schema_view,
@@ -546,14 +544,35 @@ class JobLogOutput(serializers.Serializer):
     finished = serializers.BooleanField(help_text="Whether the attempt can still write more.")
 
 
+MAX_WHOLE_NUMBER = 10**15 - 1
+
+
+class JobLogQuery(serializers.Serializer):
+    attempt = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE_NUMBER, required=False,
+        help_text="The current attempt by default.",
+    )  # fmt: skip
+    offset = serializers.IntegerField(
+        min_value=0, max_value=MAX_WHOLE_NUMBER, default=0, help_text="Characters already read."
+    )
+
+
+class WorkerFileQuery(serializers.Serializer):
+    attempt = serializers.IntegerField(min_value=0, max_value=MAX_WHOLE_NUMBER)
+
+
+def _query(serializer_class: type[serializers.Serializer], request: Request) -> dict[str, Any]:
+    """Query parameters, validated by the serializer that also describes them in the schema."""
+    serializer = serializer_class(data=request.query_params)
+    serializer.is_valid(raise_exception=True)
+    return dict(serializer.validated_data)
+
+
 class JobLogApi(APIView):
     permission_classes = [permissions.IsAuthenticated]
 
     @extend_schema(
-        parameters=[
-            OpenApiParameter("attempt", int, description="The current attempt by default."),
-            OpenApiParameter("offset", int, description="Characters already read."),
-        ],
+        parameters=[JobLogQuery],
         responses=JobLogOutput,
         summary="A job attempt's output",
     )
@@ -561,8 +580,9 @@ class JobLogApi(APIView):
         job = selectors.job_get(user=request.user, job_id=job_id)
         if not selectors.user_can_see_job_details(user=request.user, job=job):
             raise Http404("No such job.")
-        attempt = _int_param(request, "attempt", default=job.attempt)
-        offset = _int_param(request, "offset", default=0)
+        query = _query(JobLogQuery, request)
+        attempt = query.get("attempt", job.attempt)
+        offset = query["offset"]
         text = selectors.job_log(job=job, attempt=attempt, offset=offset)
         finished = attempt != job.attempt or not job.is_active
         body = {
@@ -573,18 +593,6 @@ class JobLogApi(APIView):
             "finished": finished,
         }
         return Response(body)
-
-
-WHOLE_NUMBER = re.compile(r"[0-9]{1,15}")
-
-
-def _int_param(request: Request, name: str, *, default: int) -> int:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    if not WHOLE_NUMBER.fullmatch(raw):
-        raise serializers.ValidationError({name: f"Expected a whole number, got {raw!r}."})
-    return int(raw)
 
 
 class QueueEntryOutput(serializers.Serializer):
@@ -625,6 +633,8 @@ class WorkerApi(APIView):
     authentication_classes = [NodeTokenAuthentication]
     permission_classes = [IsComputeNode]
     throttle_classes: list = []
+    # An attempt that is no longer this node's is a 409, for reads as for writes.
+    error_statuses = (409,)
 
     def node(self, request: Request) -> ComputeNode:
         node = request.auth
@@ -660,7 +670,6 @@ class RegisterOutput(WorkerTimingOutput):
             "institution": serializers.CharField(),
             "pool": serializers.CharField(),
             "queue": serializers.CharField(),
-            "trusted_only": serializers.BooleanField(),
         },
     )
 
@@ -683,7 +692,6 @@ class WorkerRegisterApi(WorkerApi):
                     "institution": node.institution.slug,
                     "pool": node.pool,
                     "queue": node.queue,
-                    "trusted_only": node.trusted_only,
                 },
                 "heartbeat_seconds": settings.COMPUTE_HEARTBEAT_SECONDS,
                 "lease_seconds": settings.COMPUTE_LEASE_SECONDS,
@@ -760,7 +768,6 @@ class WorkerClaimApi(WorkerApi):
                 "time_limit_seconds": job.time_limit_minutes * 60,
                 "gpu_memory_gb": job.gpu_memory_gb,
                 "memory_limit_mb": benchmark.memory_limit_mb,
-                **selectors.job_isolation_terms(job=job, node=self.node(request)),
                 "model": {
                     "id": version.model_id,
                     "name": version.model.name,
@@ -792,12 +799,12 @@ class WorkerClaimApi(WorkerApi):
 
 class WorkerFileApi(WorkerApi):
     @extend_schema(
-        parameters=[OpenApiParameter("attempt", int, required=True)],
+        parameters=[WorkerFileQuery],
         responses={(200, "application/octet-stream"): OpenApiTypes.BINARY},
         summary="Worker: download a file of a job it runs",
     )
     def get(self, request: Request, job_id: int, sha256: str) -> HttpResponseBase:
-        attempt = _int_param(request, "attempt", default=0)
+        attempt = _query(WorkerFileQuery, request)["attempt"]
         artifact = _worker_call(
             selectors.job_artifact,
             node=self.node(request),

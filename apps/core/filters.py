@@ -1,8 +1,11 @@
 import django_filters
 from django import forms
 from django.db import models
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
 
 
+@extend_schema_field(OpenApiTypes.INT)
 class IdFilter(django_filters.NumberFilter):
     field_class = forms.IntegerField
 
