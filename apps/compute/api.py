@@ -481,9 +481,11 @@ class JobListApi(generics.ListAPIView):
         version = ModelVersion.objects.filter(pk=data["model_version"]).first()
         benchmark = Benchmark.objects.filter(pk=data["benchmark"]).first()
         if version is None:
-            raise serializers.ValidationError({"model_version": "No such model version."})
+            raise serializers.ValidationError(
+                {"model_version": [services.NO_VISIBLE_MODEL_VERSION]}
+            )
         if benchmark is None:
-            raise serializers.ValidationError({"benchmark": "No such benchmark."})
+            raise serializers.ValidationError({"benchmark": [services.NO_VISIBLE_BENCHMARK]})
         job = services.job_submit(
             user=request.user,
             model_version=version,
@@ -670,6 +672,7 @@ class RegisterOutput(WorkerTimingOutput):
             "institution": serializers.CharField(),
             "pool": serializers.CharField(),
             "queue": serializers.CharField(),
+            "trusted_only": serializers.BooleanField(),
         },
     )
 
@@ -692,6 +695,7 @@ class WorkerRegisterApi(WorkerApi):
                     "institution": node.institution.slug,
                     "pool": node.pool,
                     "queue": node.queue,
+                    "trusted_only": node.trusted_only,
                 },
                 "heartbeat_seconds": settings.COMPUTE_HEARTBEAT_SECONDS,
                 "lease_seconds": settings.COMPUTE_LEASE_SECONDS,
@@ -768,6 +772,7 @@ class WorkerClaimApi(WorkerApi):
                 "time_limit_seconds": job.time_limit_minutes * 60,
                 "gpu_memory_gb": job.gpu_memory_gb,
                 "memory_limit_mb": benchmark.memory_limit_mb,
+                **selectors.job_isolation_terms(job=job, node=self.node(request)),
                 "model": {
                     "id": version.model_id,
                     "name": version.model.name,

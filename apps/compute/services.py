@@ -45,6 +45,9 @@ from worker.evaluation import MAX_METRIC_NAME_LENGTH, MAX_METRICS, finite_number
 from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 from worker.protocol import RUN_JOB_TASK, run_job_task_id
 
+# One answer for a record that is hidden from the caller and one that does not exist.
+NO_VISIBLE_MODEL_VERSION = "No such model version that you can see."
+NO_VISIBLE_BENCHMARK = "No such benchmark that you can see."
 NODE_TOKEN_PREFIX = "rxn_"  # noqa: S105 - a prefix, not a secret
 DISPATCH_PENDING_KEY = "compute:dispatch-queued"
 NODE_MANAGERS_ONLY = "Only this institution's admins can manage its compute nodes."
@@ -522,12 +525,12 @@ def job_submit(
         catalog_selectors.visible_to(user, "model__"), pk=model_version.pk
     ).first()
     if visible_version is None:
-        raise ValidationError({"model_version": "No such model version that you can see."})
+        raise ValidationError({"model_version": NO_VISIBLE_MODEL_VERSION})
     visible_benchmark = Benchmark.objects.filter(
         catalog_selectors.visible_to(user), pk=benchmark.pk
     ).first()
     if visible_benchmark is None:
-        raise ValidationError({"benchmark": "No such benchmark that you can see."})
+        raise ValidationError({"benchmark": NO_VISIBLE_BENCHMARK})
     model_version, benchmark = visible_version, visible_benchmark
     _check_runnable(version=model_version, benchmark=benchmark)
 

@@ -759,12 +759,6 @@ def test_refused_actor_with_an_invalid_body_gets_the_same_refusal(make_world, me
         assert not entry.took_effect(world)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="POST /api/v1/jobs/ answers a missing id 'No such model version.' (or benchmark) "
-    "and a hidden one 'No such model version that you can see.': an outsider learns which ids "
-    "exist",
-)
 @pytest.mark.parametrize("field", ["model_version", "benchmark"])
 def test_a_job_naming_a_hidden_record_is_refused_as_one_naming_a_missing_record(
     make_world, other_institution, field
