@@ -67,12 +67,17 @@ def _source_folder_entries(folder: Path) -> list[Path]:
 
 
 def python_paths(modules: Iterable[str]) -> list[Path]:
+    return list(_python_paths(tuple(modules), tuple(sys.path)))
+
+
+@cache
+def _python_paths(modules: tuple[str, ...], search_path: tuple[str, ...]) -> tuple[Path, ...]:
     """What the interpreter needs to import the sandbox and the evaluator: its prefixes, every
     site-packages folder on sys.path, the importable entries of any other folder there, and the
     packages of `modules` wherever they live (an editable install maps them to a checkout)."""
     prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
     paths = set(prefixes)
-    for entry in sys.path:
+    for entry in search_path:
         if not entry or not os.path.isdir(entry):
             continue
         folder = Path(entry).resolve()
@@ -95,7 +100,7 @@ def python_paths(modules: Iterable[str]) -> list[Path]:
     for path in sorted(paths, key=lambda p: len(p.parts)):
         if not any(path.is_relative_to(outer) for outer in kept):
             kept.append(path)
-    return kept
+    return tuple(kept)
 
 
 def library_paths(env: dict[str, str]) -> list[Path]:
