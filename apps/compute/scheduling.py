@@ -33,6 +33,9 @@ class QueuedJob:
     gpu_memory_gb: int
     gpu_class: str
     time_limit: timedelta
+    # The benchmark's isolation terms: only fully isolating workers, and whose institution it is.
+    full_isolation: bool = False
+    benchmark_institution_id: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,23 @@ class NodeCapacity:
     devices: list[Device]
     # Devices held by running or dispatched jobs, with the time their time limit ends.
     busy_until: dict[str, datetime] = field(default_factory=dict)
+    # What its worker reported it can isolate ("" when it reported nothing), and the
+    # institution whose benchmarks it may run unisolated (a trusted-only node's own).
+    isolation: str = ""
+    trusted_institution_id: int | None = None
 
     def free(self) -> list[Device]:
         return [device for device in self.devices if device.key not in self.busy_until]
+
+    def accepts(self, job: QueuedJob) -> bool:
+        """Whether the node's worker may run the job: a benchmark that requires full isolation
+        needs a fully isolating worker, and one that cannot isolate runs only its trusted-only
+        node's own institution's benchmarks."""
+        if job.full_isolation and self.isolation not in ("", "full"):
+            return False
+        return self.isolation != "none" or self.trusted_institution_id == (
+            job.benchmark_institution_id
+        )
 
 
 @dataclass(frozen=True)
@@ -168,6 +185,8 @@ def plan(
             break
         candidates = []
         for node in nodes:
+            if not node.accepts(job):
+                continue
             usable = [device for device in free[node.id] if device_matches(job, device)]
             if (
                 reservation
@@ -189,6 +208,8 @@ def plan(
         elif reservation is None:
             starts = []
             for node in nodes:
+                if not node.accepts(job):
+                    continue
                 matching_free = [d for d in free[node.id] if device_matches(job, d)]
                 start = _start_time(job, node, matching_free, busy_until[node.id], now)
                 if start is not None:

@@ -82,10 +82,36 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
         "gpu_memory_gb",
         "gpu_class",
         "time_limit_minutes",
+        "benchmark__requires_full_isolation",
+        "benchmark__visibility",
+        "benchmark__institution_id",
     )
     return [
-        scheduling.QueuedJob(*row[:7], time_limit=timedelta(minutes=row[7]))  # type: ignore[misc]
-        for row in rows
+        scheduling.QueuedJob(
+            id=job_id,
+            institution_id=institution_id,
+            priority=priority,
+            submitted_at=submitted_at,
+            gpu_count=gpu_count,
+            gpu_memory_gb=gpu_memory_gb,
+            gpu_class=gpu_class,
+            time_limit=timedelta(minutes=minutes),
+            full_isolation=required if required is not None else visibility == Visibility.PUBLIC,
+            benchmark_institution_id=benchmark_institution_id,
+        )
+        for (
+            job_id,
+            institution_id,
+            priority,
+            submitted_at,
+            gpu_count,
+            gpu_memory_gb,
+            gpu_class,
+            minutes,
+            required,
+            visibility,
+            benchmark_institution_id,
+        ) in rows
     ]
 
 

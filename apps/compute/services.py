@@ -737,7 +737,13 @@ def _capacities(nodes: list[ComputeNode]) -> list[scheduling.NodeCapacity]:
     for node_id, device, dispatched_at, minutes in held:
         busy[node_id][device] = (dispatched_at or timezone.now()) + timedelta(minutes=minutes)
     return [
-        scheduling.NodeCapacity(node.pk, selectors.node_devices(node), busy[node.pk])
+        scheduling.NodeCapacity(
+            node.pk,
+            selectors.node_devices(node),
+            busy[node.pk],
+            isolation=node.isolation,
+            trusted_institution_id=node.institution_id if node.trusted_only else None,
+        )
         for node in nodes
     ]
 

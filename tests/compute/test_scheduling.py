@@ -121,3 +121,30 @@ def test_plan_does_not_change_what_it_is_given():
     plan([job(1)], [node], now=NOW)
     assert node.busy_until == {}
     assert len(node.free()) == 2
+
+
+def test_a_job_goes_only_to_a_node_whose_worker_isolates_as_its_benchmark_requires():
+    job = QueuedJob(
+        1, 10, 0, NOW, 1, 0, "", timedelta(hours=1), full_isolation=True,
+        benchmark_institution_id=10,
+    )  # fmt: skip
+    partial = NodeCapacity(1, gpus(1), isolation="partial")
+    unisolated = NodeCapacity(2, gpus(1), isolation="none", trusted_institution_id=10)
+    full = NodeCapacity(3, gpus(8), isolation="full")
+
+    assert [p.node_id for p in plan([job], [partial, unisolated, full], now=NOW)] == [3]
+    assert plan([job], [partial, unisolated], now=NOW) == []
+
+
+def test_a_node_that_cannot_isolate_runs_only_its_own_institutions_benchmarks():
+    def job(job_id: int, benchmark_institution: int) -> QueuedJob:
+        return QueuedJob(
+            job_id, 10, 0, NOW, 1, 0, "", timedelta(hours=1),
+            benchmark_institution_id=benchmark_institution,
+        )  # fmt: skip
+
+    trusted = NodeCapacity(1, gpus(2), isolation="none", trusted_institution_id=10)
+    untrusted = NodeCapacity(2, gpus(2), isolation="none")
+
+    assert [p.job_id for p in plan([job(1, 10), job(2, 20)], [trusted], now=NOW)] == [1]
+    assert plan([job(1, 10)], [untrusted], now=NOW) == []
