@@ -70,7 +70,8 @@ def test_a_job_reads_neither_the_nodes_secrets_nor_its_database_nor_the_hosts(
     database.write_bytes(b"SQLite format 3\x00")
     monkeypatch.syspath_prepend(str(checkout))
     targets = [token, database, "/etc/shadow", REPO / "var", Path.home(), "/root/.bash_history"]
-    run, node = _script_run(tmp_path, READ_PY, args=targets)
+    # The demo worker keeps its file cache and scratch folders in var/worker/ too.
+    run, node = _script_run(checkout / "var" / "worker", READ_PY, args=targets)
 
     assert run.execute() == "succeeded", node.outcomes
     assert _metrics(node) == {"readable": 0}, node.log
