@@ -350,7 +350,7 @@ def run_sandboxed(
                 numbers_given = context.gpu_indices if gpu_numbers is None else gpu_numbers
                 layout = _layout(context, spec.entry, Path(d), shm_mb, limits, numbers_given)
                 command = bwrap.bwrap_arguments(
-                    capability_path(), layout, env, command, seccomp_fd=seccomp_fd
+                    _bwrap_path(), layout, env, command, seccomp_fd=seccomp_fd
                 )
                 env = {"PATH": os.defpath}
             if cgroup is not None:
@@ -402,7 +402,7 @@ def _dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def capability_path() -> str:
+def _bwrap_path() -> str:
     found = bwrap.bubblewrap()
     if found is None:
         raise EvaluationError("bubblewrap disappeared from this host while the worker ran.")
@@ -487,6 +487,10 @@ def _read_result(descriptor: int, returncode: int) -> dict[str, Any]:
     if size > MAX_RESULT_BYTES:
         raise EvaluationError("The evaluation's result is larger than any result.")
     content = os.pread(descriptor, size, 0) if size else b""
+    if not content and returncode == CGROUP_JOIN_FAILED:
+        raise EvaluationError(
+            "The sandbox could not join the cgroup the worker made for its limits: see the log."
+        )
     if not content:
         raise _no_result(returncode)
     try:
