@@ -69,8 +69,8 @@ def _parser() -> argparse.ArgumentParser:
         "--pids-limit",
         type=_positive,
         default=DEFAULT_PIDS_LIMIT,
-        help="processes and threads one evaluation may run at once (default: 1024; needs a "
-        "cgroup, see --cgroup)",
+        help="processes and threads one evaluation may run at once (default: 1024, or 8 per "
+        "core on larger hosts; needs a cgroup, see --cgroup)",
     )
     run.add_argument(
         "--scratch-max-mb",

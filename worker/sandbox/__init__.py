@@ -55,7 +55,8 @@ MIB = 1024 * 1024
 MAX_RESULT_BYTES = 4 * MIB
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_DUMPABLE = 4
-DEFAULT_PIDS_LIMIT = 1024
+# Processes and threads: thread pools (torch, OpenMP, tokenizers) grow with the cores.
+DEFAULT_PIDS_LIMIT = max(1024, 8 * (os.cpu_count() or 1))
 DEFAULT_SCRATCH_MB = 10 * 1024
 DEFAULT_SHM_MB = 1024
 FULL, PARTIAL, NONE = "full", "partial", "none"
