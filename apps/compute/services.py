@@ -121,6 +121,16 @@ def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> Compu
     return node
 
 
+def node_set_trusted_only(*, user: User, node: ComputeNode, trusted_only: bool) -> ComputeNode:
+    """A trusted-only node runs only its own institution's benchmarks; in exchange, its worker
+    may run them even where it cannot isolate evaluations."""
+    node_require_manager(user=user, node=node)
+    node.trusted_only = trusted_only
+    node.save(update_fields=["trusted_only"])
+    dispatch_soon()
+    return node
+
+
 def node_authenticate(*, secret: str) -> ComputeNode:
     # Node tokens are hashed as personal API tokens are: 256 random bits, one indexed lookup.
     node = (

@@ -36,5 +36,17 @@ urlpatterns = [
         {"draining": False},
         name="node-undrain",
     ),
+    path(
+        "compute/nodes/<int:node_id>/trusted-only/",
+        views.node_set_trusted_only,
+        {"trusted_only": True},
+        name="node-trusted-only",
+    ),
+    path(
+        "compute/nodes/<int:node_id>/all-institutions/",
+        views.node_set_trusted_only,
+        {"trusted_only": False},
+        name="node-all-institutions",
+    ),
     path("compute/nodes/<int:node_id>/token/", views.node_token_rotate, name="node-token-rotate"),
 ]

@@ -444,6 +444,22 @@ def node_set_draining(
 
 @login_required
 @require_POST
+def node_set_trusted_only(
+    request: AuthenticatedHttpRequest, node_id: int, trusted_only: bool
+) -> HttpResponse:
+    node = selectors.node_get(user=request.user, node_id=node_id)
+    services.node_set_trusted_only(user=request.user, node=node, trusted_only=trusted_only)
+    if trusted_only:
+        messages.success(
+            request, f"{node.name} now runs only {node.institution.name}'s own benchmarks."
+        )
+    else:
+        messages.success(request, f"{node.name} runs every institution's benchmarks again.")
+    return redirect("compute:node-detail", node_id=node.pk)
+
+
+@login_required
+@require_POST
 def node_token_rotate(request: AuthenticatedHttpRequest, node_id: int) -> HttpResponse:
     node = selectors.node_get(user=request.user, node_id=node_id)
     secret = services.node_token_rotate(user=request.user, node=node)

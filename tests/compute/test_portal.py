@@ -580,6 +580,24 @@ class TestNodes:
         assert drained and "status-draining" in html and "Take new jobs again" in html
         assert not gpu_node.draining
 
+    def test_an_admin_marks_a_node_trusted_only_and_back(
+        self, client, institution_admin, member, gpu_node
+    ):
+        client.force_login(member)
+        assert client.post(f"/compute/nodes/{gpu_node.pk}/trusted-only/").status_code == 403
+        client.force_login(institution_admin)
+
+        client.post(f"/compute/nodes/{gpu_node.pk}/trusted-only/")
+        gpu_node.refresh_from_db()
+        trusted = gpu_node.trusted_only
+        html = page(client.get(f"/compute/nodes/{gpu_node.pk}/"))
+        client.post(f"/compute/nodes/{gpu_node.pk}/all-institutions/")
+        gpu_node.refresh_from_db()
+
+        assert trusted and "trusted-only: runs only Northbridge University's benchmarks" in html
+        assert "Run every institution's benchmarks" in html
+        assert not gpu_node.trusted_only
+
     def test_rotating_the_token_shows_the_new_one_once_and_retires_the_old(
         self, client, institution_admin, institution
     ):
