@@ -41,3 +41,9 @@ def api_token_for(user: User, scope: str = ApiToken.Scope.READ_WRITE, **kwargs) 
     """Creates a token through the service and returns its secret."""
     _token, secret = services.api_token_create(user=user, name="test token", scope=scope, **kwargs)
     return secret
+
+
+def isolated(**provenance) -> dict:
+    """A worker's provenance as a fully isolated sandbox records it (public benchmarks refuse
+    results without that record)."""
+    return {"isolation": {"level": "full"}, **provenance}

@@ -24,17 +24,18 @@ def result_record(
     """Stores the result of the job's successful attempt, which the caller has locked and
     finished. The worker's provenance is kept as it came; what the node knows for certain
     (node, paying institution, GPU-seconds, start and end) lives in the result's own columns.
-    A worker that records its isolation (every worker since the sandbox ran under bubblewrap)
-    has its result refused when that is less than the benchmark requires, or none on a node
-    that is not trusted-only for its own institution's benchmark; a result without the record
-    is kept as "not recorded"."""
+    A result is refused when the isolation the worker recorded is less than the benchmark
+    requires (a worker that records none fails closed there), or none on a node that is not
+    trusted-only for its own institution's benchmark; on a benchmark that does not require
+    full isolation, a result without the record is kept as "not recorded"."""
     isolation = result_isolation(provenance)
     benchmark = job.benchmark
-    if isolation and benchmark.full_isolation_required and isolation != "full":
+    if benchmark.full_isolation_required and isolation != "full":
+        ran_with = f"with {isolation} isolation" if isolation else "without recording its isolation"
         raise ValidationError(
             {
                 "provenance": "The benchmark requires full isolation; the worker ran the "
-                f"evaluation with {isolation} isolation."
+                f"evaluation {ran_with}."
             }
         )
     node = job.node

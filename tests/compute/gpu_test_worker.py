@@ -36,6 +36,10 @@ def run_job(job: int, attempt: int) -> str:
         job,
         attempt,
         metrics={"files": len(files)},
-        provenance={"gpus": details["gpu_indices"], "worker": "gpu test worker"},
+        provenance={
+            "gpus": details["gpu_indices"],
+            "worker": "gpu test worker",
+            "isolation": {"level": "full"},
+        },
     )
     return "done"

@@ -429,11 +429,15 @@ class TestWorkerApi:
         )
         assert beat.json()["stop"] == []
 
-        result = {"attempt": 1, "metrics": {"files": 2}, "provenance": {"host": "gpu-api"}}
+        result = {
+            "attempt": 1,
+            "metrics": {"files": 2},
+            "provenance": {"host": "gpu-api", "isolation": {"level": "full"}},
+        }
         first = worker.post(f"/api/v1/worker/jobs/{job.pk}/result", result, format="json")
         again = worker.post(f"/api/v1/worker/jobs/{job.pk}/result", result, format="json")
         assert (first.status_code, again.status_code) == (201, 200)
-        assert Result.objects.get().provenance == {"host": "gpu-api"}
+        assert Result.objects.get().provenance == result["provenance"]
         job.refresh_from_db()
         assert job.state == Job.State.SUCCEEDED
 

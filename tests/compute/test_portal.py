@@ -16,7 +16,7 @@ from apps.catalog import services as catalog_services
 from apps.catalog.models import Visibility
 from apps.compute import services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
-from tests.factories import MembershipFactory
+from tests.factories import MembershipFactory, isolated
 
 pytestmark = pytest.mark.django_db
 
@@ -192,7 +192,11 @@ class TestJobs:
             node=gpu_node, job_id=job.pk, attempt=job.attempt, offset=0, text="internal path\n"
         )
         services.job_result_post(
-            node=gpu_node, job_id=job.pk, attempt=job.attempt, metrics={"files": 2}, provenance={}
+            node=gpu_node,
+            job_id=job.pk,
+            attempt=job.attempt,
+            metrics={"files": 2},
+            provenance=isolated(),
         )
 
         html = page(client.get(f"/compute/jobs/{job.pk}/"))

@@ -23,6 +23,7 @@ from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.catalog.samples import pickle_bytes
 from tests.compute.conftest import A100
+from tests.factories import isolated
 
 
 def _run(job: Job, node, *, seconds: float = 0) -> Job:
@@ -181,7 +182,7 @@ class TestLifecycle:
     ):
         job = _run(submit_job(member), gpu_node, seconds=120)
         _result, created = services.job_result_post(
-            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 2}, provenance={}
+            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 2}, provenance=isolated()
         )
         assert created
         job.refresh_from_db()
@@ -195,10 +196,10 @@ class TestLifecycle:
     def test_a_repeated_result_post_returns_the_stored_result(self, member, submit_job, gpu_node):
         job = _run(submit_job(member), gpu_node)
         first, _ = services.job_result_post(
-            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 2}, provenance={}
+            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 2}, provenance=isolated()
         )
         again, created = services.job_result_post(
-            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 3}, provenance={}
+            node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 3}, provenance=isolated()
         )
         assert not created
         assert again == first and again.metrics == {"files": 2}
@@ -217,7 +218,7 @@ class TestLifecycle:
                 node=gpu_node, job_id=job.pk, attempt=1, offset=0, text="late"
             ),
             lambda: services.job_result_post(
-                node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance={}
+                node=gpu_node, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance=isolated()
             ),
         ):
             with pytest.raises(services.JobConflict, match="superseded"):
@@ -231,7 +232,7 @@ class TestLifecycle:
         other, _ = services.node_create(user=outsider, institution=other_institution, name="x")
         with pytest.raises(services.JobConflict, match="not assigned to this node"):
             services.job_result_post(
-                node=other, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance={}
+                node=other, job_id=job.pk, attempt=1, metrics={"files": 1}, provenance=isolated()
             )
 
     @pytest.mark.parametrize("value", ["high", float("inf"), float("nan"), True, 10**400])
@@ -239,7 +240,11 @@ class TestLifecycle:
         job = _run(submit_job(member), gpu_node)
         with pytest.raises(ValidationError, match="must be finite numbers: accuracy"):
             services.job_result_post(
-                node=gpu_node, job_id=job.pk, attempt=1, metrics={"accuracy": value}, provenance={}
+                node=gpu_node,
+                job_id=job.pk,
+                attempt=1,
+                metrics={"accuracy": value},
+                provenance=isolated(),
             )
 
     @pytest.mark.parametrize(
@@ -253,7 +258,7 @@ class TestLifecycle:
         job = _run(submit_job(member), gpu_node)
         with pytest.raises(ValidationError, match=message):
             services.job_result_post(
-                node=gpu_node, job_id=job.pk, attempt=1, metrics=metrics, provenance={}
+                node=gpu_node, job_id=job.pk, attempt=1, metrics=metrics, provenance=isolated()
             )
         assert not Result.objects.exists()
 

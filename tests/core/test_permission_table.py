@@ -41,7 +41,7 @@ from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
-from tests.factories import MembershipFactory, UserFactory, api_token_for
+from tests.factories import MembershipFactory, UserFactory, api_token_for, isolated
 
 pytestmark = pytest.mark.django_db
 
@@ -293,7 +293,7 @@ class World:
         compute_services.job_claim(node=self.node, job_id=job.pk, attempt=job.attempt)
         result, _created = compute_services.job_result_post(
             node=self.node, job_id=job.pk, attempt=job.attempt, metrics={"files": 1.0},
-            provenance={"evaluator": "smoke", "evaluator_version": "0.1.0", "seed": 0},
+            provenance=isolated(evaluator="smoke", evaluator_version="0.1.0", seed=0),
         )  # fmt: skip
         return result
 

@@ -14,6 +14,7 @@ from tests.compute.conftest import (  # noqa: F401 - shared fixtures
     make_benchmark,
     make_model_version,
 )
+from tests.factories import isolated
 
 METRICS = [
     {"name": "accuracy", "higher_is_better": True},
@@ -65,15 +66,19 @@ def post_result(gpu_node):  # noqa: F811 - the imported fixture, requested
             job_id=job.pk,
             attempt=job.attempt,
             metrics=metrics,
-            provenance=provenance
-            or {
-                "evaluator": "smoke",
-                "evaluator_version": "0.1.0",
-                "gpus": "cpu",
-                "seed": 0,
-                "batch_size": 64,
-                "model_files": {"model.safetensors": "ab" * 32},
-            },
+            provenance=isolated(
+                **(
+                    provenance
+                    or {
+                        "evaluator": "smoke",
+                        "evaluator_version": "0.1.0",
+                        "gpus": "cpu",
+                        "seed": 0,
+                        "batch_size": 64,
+                        "model_files": {"model.safetensors": "ab" * 32},
+                    }
+                )
+            ),
         )
         assert created
         when = timezone.now() - timedelta(days=days_ago)

@@ -40,6 +40,22 @@ def test_a_fully_isolated_result_records_its_level_and_shows_it(
     assert rows[0][-2] == "full"
 
 
+def test_a_public_benchmark_refuses_a_result_that_records_no_isolation(
+    member, cpu_benchmark, version, gpu_node
+):
+    job = compute_services.job_submit(user=member, model_version=version, benchmark=cpu_benchmark)
+    assert job.pk in compute_services.jobs_dispatch()
+    job.refresh_from_db()
+    compute_services.job_claim(node=gpu_node, job_id=job.pk, attempt=job.attempt)
+    with pytest.raises(ValidationError, match="without recording its isolation"):
+        compute_services.job_result_post(
+            node=gpu_node, job_id=job.pk, attempt=job.attempt, metrics={"accuracy": 0.9},
+            provenance={"evaluator": "smoke", "gpus": "cpu"},
+        )  # fmt: skip
+    job.refresh_from_db()
+    assert job.state == Job.State.RUNNING
+
+
 def test_a_public_benchmark_refuses_a_partly_isolated_result(
     member, cpu_benchmark, version, post_result
 ):
