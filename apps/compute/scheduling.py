@@ -67,7 +67,8 @@ class NodeCapacity:
         """Whether the node's worker may run the job: a benchmark that requires full isolation
         needs a fully isolating worker, and one that cannot isolate runs only its trusted-only
         node's own institution's benchmarks."""
-        if job.full_isolation and self.isolation not in ("", "full"):
+        # A worker that reported nothing ("") is not taken for a fully isolating one.
+        if job.full_isolation and self.isolation != "full":
             return False
         return self.isolation != "none" or self.trusted_institution_id == (
             job.benchmark_institution_id

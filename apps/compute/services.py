@@ -511,6 +511,8 @@ def _queued(job: Job) -> scheduling.QueuedJob:
         gpu_memory_gb=job.gpu_memory_gb,
         gpu_class=job.gpu_class,
         time_limit=timedelta(minutes=job.time_limit_minutes),
+        full_isolation=job.benchmark.full_isolation_required,
+        benchmark_institution_id=job.benchmark.institution_id,
     )
 
 
@@ -593,7 +595,9 @@ def job_submit(
             )
 
     queued = _queued(job)
-    if not any(_device_fits(queued, node) for node in ComputeNode.objects.all()):
+    nodes = list(ComputeNode.objects.all())
+    holding = [node for node in nodes if _device_fits(queued, node)]
+    if not holding:
         need = (
             f"{job.gpu_count} GPU(s) with {job.gpu_memory_gb} GB"
             + (f" of class '{job.gpu_class}'" if job.gpu_class else "")
@@ -601,6 +605,20 @@ def job_submit(
             else "a CPU slot"
         )
         raise ValidationError({"benchmark": f"No compute node in the pool has {need}."})
+    # A node whose worker has not reported its isolation yet ("") may still take the job.
+    capacities = _capacities(holding)
+    if not any(
+        node.isolation == "" or capacity.accepts(queued)
+        for node, capacity in zip(holding, capacities, strict=True)
+    ):
+        terms = (
+            "fully isolates evaluations, as this benchmark requires"
+            if queued.full_isolation
+            else "isolates evaluations or is trusted-only for this benchmark's institution"
+        )
+        raise ValidationError(
+            {"benchmark": f"No compute node in the pool that could hold this job {terms}."}
+        )
     job.save()
     _event(job, f"Submitted by {user.username}.")
     dispatch_soon()

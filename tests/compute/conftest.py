@@ -12,6 +12,7 @@ from apps.catalog.models import Visibility
 from apps.compute import services
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
+from tests.factories import isolated
 
 A100 = {
     "index": 0,
@@ -32,7 +33,7 @@ def gpu_node(institution_admin, institution):
     node, _secret = services.node_create(
         user=institution_admin, institution=institution, name="gpu-01"
     )
-    return services.node_register(node=node, gpus=[A100], cpu_slots=1, host_info={})
+    return services.node_register(node=node, gpus=[A100], cpu_slots=1, host_info=isolated())
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from apps.compute.models import ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
 from tests.catalog.conftest import store
 from tests.compute.conftest import A100
+from tests.factories import isolated
 
 
 @pytest.fixture
@@ -20,7 +21,7 @@ def node_token(institution_admin, institution):
     node, secret = services.node_create(
         user=institution_admin, institution=institution, name="gpu-api"
     )
-    services.node_register(node=node, gpus=[A100], cpu_slots=1, host_info={})
+    services.node_register(node=node, gpus=[A100], cpu_slots=1, host_info=isolated())
     return node, secret
 
 

@@ -17,6 +17,7 @@ from apps.compute.tasks import jobs_dispatch_task
 from apps.evaluations.models import Result
 from tests.compute.conftest import A100
 from tests.conftest import REPO, start_worker_process, wait_for
+from tests.factories import isolated
 
 
 @pytest.fixture
@@ -55,7 +56,7 @@ def test_a_gpu_job_runs_through_the_dispatcher_and_a_node_worker_and_is_debited(
     node, token = services.node_create(
         user=institution_admin, institution=institution, name="gpu-e2e"
     )
-    services.node_register(node=node, gpus=[A100], cpu_slots=0, host_info={})
+    services.node_register(node=node, gpus=[A100], cpu_slots=0, host_info=isolated())
     env = {
         **os.environ,
         "TEST_WORKER_BROKER_URL": settings.CELERY_BROKER_URL,
@@ -134,7 +135,7 @@ def test_jobs_dispatched_before_the_broker_was_flushed_all_complete(
     node, token = services.node_create(
         user=institution_admin, institution=institution, name="cpu-flush"
     )
-    services.node_register(node=node, gpus=[], cpu_slots=2, host_info={})
+    services.node_register(node=node, gpus=[], cpu_slots=2, host_info=isolated())
     broker = redis.Redis.from_url(settings.CELERY_BROKER_URL)
     broker.delete(node.queue)  # left by an earlier run's node of the same id, if any
     benchmark = make_benchmark(member, institution, gpu_count=0)

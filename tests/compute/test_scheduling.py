@@ -131,9 +131,10 @@ def test_a_job_goes_only_to_a_node_whose_worker_isolates_as_its_benchmark_requir
     partial = NodeCapacity(1, gpus(1), isolation="partial")
     unisolated = NodeCapacity(2, gpus(1), isolation="none", trusted_institution_id=10)
     full = NodeCapacity(3, gpus(8), isolation="full")
+    unreported = NodeCapacity(4, gpus(1), isolation="")
 
     assert [p.node_id for p in plan([job], [partial, unisolated, full], now=NOW)] == [3]
-    assert plan([job], [partial, unisolated], now=NOW) == []
+    assert plan([job], [partial, unisolated, unreported], now=NOW) == []
 
 
 def test_a_node_that_cannot_isolate_runs_only_its_own_institutions_benchmarks():

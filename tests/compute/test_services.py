@@ -46,6 +46,16 @@ class TestSubmission:
         assert (job.gpu_count, job.gpu_memory_gb, job.time_limit_minutes) == (1, 40, 30)
         assert job.events.get().message == f"Submitted by {member.username}."
 
+    def test_a_job_no_node_isolates_enough_for_is_refused_at_submission(
+        self, member, submit_job, gpu_node
+    ):
+        services.node_register(
+            node=gpu_node, gpus=[A100], cpu_slots=1, host_info={"isolation": {"level": "partial"}}
+        )
+        with pytest.raises(ValidationError, match="fully isolates evaluations"):
+            submit_job(member)
+        assert not Job.objects.exists()
+
     def test_a_draft_version_is_refused(self, member, institution, submit_job, model_version):
         draft = catalog_services.version_create(user=member, model=model_version.model, label="2")
         with pytest.raises(ValidationError, match="draft"):
@@ -481,9 +491,13 @@ class TestNodes:
 
     def test_registration_refuses_a_malformed_inventory(self, gpu_node):
         with pytest.raises(ValidationError, match="GPU 0"):
-            services.node_register(node=gpu_node, gpus=[{"index": 0}], cpu_slots=1, host_info={})
+            services.node_register(
+                node=gpu_node, gpus=[{"index": 0}], cpu_slots=1, host_info=isolated()
+            )
         with pytest.raises(ValidationError, match="once"):
-            services.node_register(node=gpu_node, gpus=[A100, A100], cpu_slots=1, host_info={})
+            services.node_register(
+                node=gpu_node, gpus=[A100, A100], cpu_slots=1, host_info=isolated()
+            )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -496,7 +510,7 @@ def test_two_dispatchers_at_once_never_double_book_a_gpu(
             user=institution_admin, institution=institution, name=f"quad-{number}"
         )
         gpus = [{**A100, "index": index, "uuid": f"GPU-{number}-{index}"} for index in range(4)]
-        services.node_register(node=node, gpus=gpus, cpu_slots=0, host_info={})
+        services.node_register(node=node, gpus=gpus, cpu_slots=0, host_info=isolated())
     now = timezone.now()
     services.allocation_create(
         user=staff,

@@ -236,7 +236,7 @@ class World:
             node=node,
             gpus=[{"index": 0, "uuid": "GPU-0", "name": "NVIDIA A100", "memory_bytes": 8 * 10**10}],
             cpu_slots=2,
-            host_info={},
+            host_info=isolated(),
         )
 
     @cached_property
@@ -791,7 +791,7 @@ def foreign_node_secret(outsider, other_institution):
     node, secret = compute_services.node_create(
         user=outsider, institution=other_institution, name="their-gpu"
     )
-    compute_services.node_register(node=node, gpus=[], cpu_slots=2, host_info={})
+    compute_services.node_register(node=node, gpus=[], cpu_slots=2, host_info=isolated())
     return secret
 
 

@@ -128,3 +128,22 @@ def test_the_node_records_what_its_worker_can_isolate_and_tells_it_the_terms_of_
     # The benchmark is of the node's own institution.
     node.trusted_only = True
     assert compute_selectors.job_isolation_terms(job=job, node=node)["trusted"] is True
+
+
+def test_the_demo_relaxes_only_its_own_benchmarks_where_bubblewrap_is_missing(
+    monkeypatch, cpu_benchmark, institution, other_institution
+):
+    from apps.portal.management.commands import demo_seed
+
+    monkeypatch.setattr(demo_seed.shutil, "which", lambda name: "/usr/bin/bwrap")
+    assert demo_seed.Command._without_bubblewrap([institution]) == ""
+    cpu_benchmark.refresh_from_db()
+    assert cpu_benchmark.full_isolation_required
+
+    monkeypatch.setattr(demo_seed.shutil, "which", lambda name: None)
+    note = demo_seed.Command._without_bubblewrap([other_institution])
+    cpu_benchmark.refresh_from_db()
+    assert "bubblewrap is not installed" in note and cpu_benchmark.full_isolation_required
+    demo_seed.Command._without_bubblewrap([institution])
+    cpu_benchmark.refresh_from_db()
+    assert not cpu_benchmark.full_isolation_required
