@@ -875,11 +875,17 @@ class CommentFilter(FilterSet):
 
 
 def _comment_target(user, data: dict) -> ResearchModel | Paper | Benchmark:
-    if "model" in data:
-        return selectors.model_get(user=user, model_id=data["model"])
-    if "paper" in data:
-        return selectors.paper_get(user=user, paper_id=data["paper"])
-    return selectors.benchmark_get(user=user, benchmark_id=data["benchmark"])
+    """A record named in the body that is missing or hidden is a 400 on that field, as it is
+    everywhere else in the API, and both read alike."""
+    try:
+        if "model" in data:
+            return selectors.model_get(user=user, model_id=data["model"])
+        if "paper" in data:
+            return selectors.paper_get(user=user, paper_id=data["paper"])
+        return selectors.benchmark_get(user=user, benchmark_id=data["benchmark"])
+    except Http404:
+        name = next(name for name in ("model", "paper", "benchmark") if name in data)
+        raise ValidationError({name: [f"No such {name} that you can see."]}) from None
 
 
 @extend_schema_view(get=extend_schema(summary="Comments on records you can see (filter by one)"))
@@ -900,9 +906,10 @@ class CommentListApi(generics.ListAPIView):
         target = _comment_target(request.user, data)
         parent = None
         if data.get("parent") is not None:
-            parent = get_object_or_404(
-                selectors.comment_visible_list(user=request.user), pk=data["parent"]
-            )
+            visible = selectors.comment_visible_list(user=request.user)
+            parent = visible.filter(pk=data["parent"]).first()
+            if parent is None:
+                raise ValidationError({"parent": ["No such comment that you can see."]})
         comment = services.comment_create(
             user=request.user, target=target, body=data["body"], parent=parent
         )

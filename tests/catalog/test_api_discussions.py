@@ -95,10 +95,11 @@ def test_discussions_follow_the_visibility_of_their_record(client_as, member, in
     posted = outsider.post(
         "/api/v1/discussions/", {"paper": hidden.pk, "body": "let me in"}, format="json"
     )
-    assert posted.status_code == 404
+    assert posted.status_code == 400
+    assert posted.json()["error"]["fields"] == {"paper": ["No such paper that you can see."]}
     assert client_as("anonymous").post(
         "/api/v1/discussions/", {"paper": hidden.pk, "body": "x"}, format="json"
-    ).status_code in (401, 404)
+    ).status_code in (400, 401)
 
 
 @pytest.fixture
@@ -126,3 +127,23 @@ def test_a_hidden_record_filters_like_a_missing_one(client_as, hidden_records, r
     assert for_hidden.status_code == for_missing.status_code == 200
     assert for_hidden.json() == for_missing.json()
     assert for_hidden.json()["count"] == 0
+
+
+@pytest.mark.parametrize("record", ["model", "paper", "parent"])
+def test_a_comment_on_a_hidden_record_is_refused_like_one_on_a_missing_record(
+    client_as, hidden_records, paper, record
+):
+    """The answer is the documented 400 on the field, and says nothing of which ids exist."""
+    missing_id = 10**9
+    outsider = client_as("outsider")
+
+    def post(record_id: int):
+        body = {record: record_id, "body": "hello"}
+        if record == "parent":
+            body["paper"] = paper.pk
+        return outsider.post("/api/v1/discussions/", body, format="json")
+
+    for_hidden, for_missing = post(hidden_records[record]), post(missing_id)
+    assert for_hidden.status_code == for_missing.status_code == 400
+    assert for_hidden.json() == for_missing.json()
+    assert list(for_hidden.json()["error"]["fields"]) == [record]
