@@ -12,7 +12,8 @@ from django.core.exceptions import RequestDataTooBig, SuspiciousOperation
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
-from django.views import defaults
+from django.views import csrf, defaults
+from django.views.decorators.csrf import csrf_exempt
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.serializers import as_serializer_error
@@ -99,6 +100,7 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return Response(body, status=exc.status_code, headers=headers)
 
 
+@csrf_exempt  # no view is here to protect: a write to a missing path is a 404, not a 403
 def api_not_found(request, exception=None) -> JsonResponse:
     return JsonResponse(
         error_body(status=404, code="not_found", message=f"No API endpoint at {request.path}."),
@@ -132,6 +134,16 @@ def permission_denied(request: HttpRequest, exception: Exception | None = None) 
         return defaults.permission_denied(request, exception)  # type: ignore[arg-type]
     return JsonResponse(
         error_body(status=403, code="permission_denied", message=str(exception or "Forbidden.")),
+        status=403,
+    )
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """A session-authenticated write without its CSRF token: the error format under /api/."""
+    if not is_api_request(request):
+        return csrf.csrf_failure(request, reason)
+    return JsonResponse(
+        error_body(status=403, code="csrf_failed", message=f"CSRF check failed: {reason}"),
         status=403,
     )
 

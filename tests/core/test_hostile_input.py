@@ -221,3 +221,24 @@ def test_a_stored_request_with_an_unbounded_window_is_refused_not_a_crash(
     assert "ends_on" in assert_error_shape(response, 400)["fields"]
     stored.refresh_from_db()
     assert stored.state == ComputeRequest.State.SUBMITTED and not Allocation.objects.exists()
+
+
+def test_a_write_to_a_path_no_route_matches_is_a_json_404_even_with_a_token(db, member):
+    from rest_framework.test import APIClient
+
+    from tests.factories import api_token_for
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {api_token_for(member)}")
+    for method in ("post", "patch", "delete"):
+        response = getattr(client, method)("/api/v1/nodes/x/rotate-token/")
+        assert_error_shape(response, 404)
+
+
+def test_a_session_write_without_its_csrf_token_is_a_json_403(member):
+    from rest_framework.test import APIClient
+
+    client = APIClient(enforce_csrf_checks=True)
+    client.force_login(member)
+    response = client.post("/api/v1/tokens/", {"name": "ci"}, format="json")
+    assert "CSRF" in assert_error_shape(response, 403)["message"]
