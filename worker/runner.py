@@ -28,7 +28,6 @@ from worker.inventory import Inventory
 from worker.node_client import NodeClient, NodeError, NodeUnavailable, StaleAttempt
 from worker.sandbox import (
     FULL,
-    NONE,
     SandboxLimits,
     checked_metrics,
     isolation_capability,
@@ -195,9 +194,9 @@ def isolation_refusal(capability: dict[str, str], spec: dict[str, Any]) -> str:
             f"The benchmark requires full isolation; this worker offers {level} isolation "
             f"({capability['reason']}). Install bubblewrap on the worker's host."
         )
-    if level == NONE and not spec.get("trusted"):
+    if level != FULL and not spec.get("trusted"):
         return (
-            f"This worker cannot isolate evaluations ({capability['reason']}): it runs only "
+            f"This worker cannot fully isolate evaluations ({capability['reason']}): it runs only "
             "benchmarks of its own institution, and only once an admin marks its node "
             "trusted-only."
         )

@@ -728,12 +728,12 @@ def comment_create(
     )
 
 
-@transaction.atomic
 def comment_require_author(*, user: User, comment: Comment) -> None:
     if comment.author_id != user.pk:
         raise PermissionDenied("Only its author can edit a comment.")
 
 
+@transaction.atomic
 def comment_edit(*, user: User, comment: Comment, body: str) -> Comment:
     comment_require_author(user=user, comment=comment)
     if comment.removed_at is not None:

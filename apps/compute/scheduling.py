@@ -64,15 +64,17 @@ class NodeCapacity:
         return [device for device in self.devices if device.key not in self.busy_until]
 
     def accepts(self, job: QueuedJob) -> bool:
-        """Whether the node's worker may run the job: a benchmark that requires full isolation
-        needs a fully isolating worker, and one that cannot isolate runs only its trusted-only
-        node's own institution's benchmarks."""
+        """Whether the node's worker may run the job. A trusted-only node runs only its own
+        institution's benchmarks. A benchmark that requires full isolation needs a fully
+        isolating worker; a worker below full (partial isolation still leaves the host's files
+        readable) runs only its trusted-only node's own institution's benchmarks."""
+        own = self.trusted_institution_id == job.benchmark_institution_id
+        if self.trusted_institution_id is not None and not own:
+            return False
         # A worker that reported nothing ("") is not taken for a fully isolating one.
         if job.full_isolation and self.isolation != "full":
             return False
-        return self.isolation != "none" or self.trusted_institution_id == (
-            job.benchmark_institution_id
-        )
+        return self.isolation in ("full", "") or own
 
 
 @dataclass(frozen=True)

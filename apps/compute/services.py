@@ -106,11 +106,11 @@ def node_token_rotate(*, user: User, node: ComputeNode) -> str:
     return secret
 
 
-@transaction.atomic
 def node_require_manager(*, user: User, node: ComputeNode) -> None:
     _require_manager(user, node.institution, NODE_MANAGERS_ONLY)
 
 
+@transaction.atomic
 def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> ComputeNode:
     """A draining node finishes its jobs and takes no new ones."""
     node_require_manager(user=user, node=node)
@@ -121,6 +121,7 @@ def node_set_draining(*, user: User, node: ComputeNode, draining: bool) -> Compu
     return node
 
 
+@transaction.atomic
 def node_set_trusted_only(*, user: User, node: ComputeNode, trusted_only: bool) -> ComputeNode:
     """A trusted-only node runs only its own institution's benchmarks; in exchange, its worker
     may run them even where it cannot isolate evaluations."""

@@ -25,9 +25,9 @@ def result_record(
     finished. The worker's provenance is kept as it came; what the node knows for certain
     (node, paying institution, GPU-seconds, start and end) lives in the result's own columns.
     A result is refused when the isolation the worker recorded is less than the benchmark
-    requires (a worker that records none fails closed there), or none on a node that is not
-    trusted-only for its own institution's benchmark; on a benchmark that does not require
-    full isolation, a result without the record is kept as "not recorded"."""
+    requires (a worker that records none fails closed there), or partial or none on a node
+    that is not trusted-only for its own institution's benchmark; on a benchmark that does not
+    require full isolation, a result without the record is kept as "not recorded"."""
     isolation = result_isolation(provenance)
     benchmark = job.benchmark
     if benchmark.full_isolation_required and isolation != "full":
@@ -42,11 +42,11 @@ def result_record(
     trusted = (
         node is not None and node.trusted_only and node.institution_id == benchmark.institution_id
     )
-    if isolation == "none" and not trusted:
+    if isolation in ("partial", "none") and not trusted:
         raise ValidationError(
             {
-                "provenance": "The evaluation ran without isolation on a node that is not "
-                "trusted-only for this benchmark's institution."
+                "provenance": f"The evaluation ran with {isolation} isolation on a node that is "
+                "not trusted-only for this benchmark's institution."
             }
         )
     return Result.objects.create(

@@ -149,3 +149,19 @@ def test_a_node_that_cannot_isolate_runs_only_its_own_institutions_benchmarks():
 
     assert [p.job_id for p in plan([job(1, 10), job(2, 20)], [trusted], now=NOW)] == [1]
     assert plan([job(1, 10)], [untrusted], now=NOW) == []
+
+
+def test_a_partly_isolating_or_trusted_only_node_runs_only_its_own_institutions_benchmarks():
+    def job(job_id: int, benchmark_institution: int) -> QueuedJob:
+        return QueuedJob(
+            job_id, 10, 0, NOW, 1, 0, "", timedelta(hours=1),
+            benchmark_institution_id=benchmark_institution,
+        )  # fmt: skip
+
+    partial = NodeCapacity(1, gpus(2), isolation="partial")
+    partial_trusted = NodeCapacity(2, gpus(2), isolation="partial", trusted_institution_id=10)
+    full_trusted = NodeCapacity(3, gpus(2), isolation="full", trusted_institution_id=10)
+
+    assert plan([job(1, 20)], [partial], now=NOW) == []
+    assert [p.job_id for p in plan([job(1, 10), job(2, 20)], [partial_trusted], now=NOW)] == [1]
+    assert [p.job_id for p in plan([job(1, 10), job(2, 20)], [full_trusted], now=NOW)] == [1]

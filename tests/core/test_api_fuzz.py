@@ -181,11 +181,12 @@ def fuzz(schema, *, headers: dict, known: dict[str, list], skip=lambda operation
     """Runs MAX_EXAMPLES cases of every operation; returns the failures by operation and the
     number of requests sent."""
     failures: dict[str, str] = {}
-    sent = 0
+    sent = operations = 0
     for result in schema.get_all_operations():
         operation = result.ok()
         if skip(operation):
             continue
+        operations += 1
 
         @hypothesis.seed(SEED)
         @hypothesis.settings(
@@ -205,7 +206,7 @@ def fuzz(schema, *, headers: dict, known: dict[str, list], skip=lambda operation
             run()
         except (Exception, BaseExceptionGroup) as error:  # report every failing operation
             failures[operation.label] = str(error)
-    return {"failures": failures, "sent": sent}
+    return {"failures": failures, "sent": sent, "operations": operations}
 
 
 def _report(role: str, outcome: dict) -> str:
@@ -236,6 +237,7 @@ def test_every_operation_answers_as_documented(role, actors, fuzz_world, api_sch
     outcome = fuzz(api_schema, headers=headers, known=known, skip=skip)
     print(f"{role}: {outcome['sent']} requests")
     assert not outcome["failures"], _report(role, outcome)
+    assert outcome["sent"] >= outcome["operations"] > 50, "every operation ran at least once"
 
 
 def test_every_worker_operation_answers_as_documented(fuzz_world, api_schema):
@@ -248,3 +250,4 @@ def test_every_worker_operation_answers_as_documented(fuzz_world, api_schema):
     )
     print(f"node: {outcome['sent']} requests")
     assert not outcome["failures"], _report("a compute node", outcome)
+    assert outcome["sent"] >= outcome["operations"] >= 7, "every operation ran at least once"

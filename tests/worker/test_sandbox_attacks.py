@@ -334,7 +334,7 @@ def test_a_worker_that_cannot_isolate_refuses_untrusted_jobs_and_says_why(tmp_pa
     assert seen["capability"]["level"] == "none"
     [(state, reason)] = seen["untrusted"]
     assert state == "failed"
-    assert reason.startswith("This worker cannot isolate evaluations ("), reason
+    assert reason.startswith("This worker cannot fully isolate evaluations ("), reason
     assert seen["untrusted_downloads"] == 0
     [(state, _metrics)] = seen["trusted"]
     assert state == "succeeded"

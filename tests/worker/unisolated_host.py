@@ -11,10 +11,10 @@ from pathlib import Path
 import pyseccomp as seccomp
 
 from tests.worker.recording_node import job_run
-from worker.sandbox import isolation_capability
+from worker.sandbox import hide_from_same_user, isolation_capability
 
-# Looks for the result where the worker kept it before (a file named on the sandbox's command
-# line, renamed over) and where it keeps it now (a descriptor of the sandbox's supervisor).
+# Looks for the result wherever a job could reach it: a file named on the sandbox's command line
+# (renamed over), or an open descriptor of the sandbox's supervisor.
 FORGE_PY = """
 import glob, json, os
 forged = json.dumps({
@@ -65,6 +65,7 @@ def refuse_namespaces() -> None:
 
 def main(tmp: Path) -> None:
     refuse_namespaces()
+    hide_from_same_user()  # as `python -m worker run` does
     capability = isolation_capability()
     model = {"model.onnx": b"not loaded"}
     untrusted, untrusted_node = job_run(tmp / "untrusted", evaluator="smoke", model=model)

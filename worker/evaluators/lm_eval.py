@@ -7,8 +7,9 @@ dataset, relative to it. Only those tasks are known (none of lm-eval's built-in 
 need downloads). A task YAML may use lm-eval's `!function` to call Python shipped in the same
 dataset: that is the benchmark's code. Everything that may run it (loading the tasks, rendering
 their Jinja templates, the evaluation itself) happens in a child process
-(`worker.evaluators.lm_eval_tasks`, through `worker.evaluators.child`) that cannot reach the
-metrics and provenance this process reports.
+(`worker.evaluators.lm_eval_tasks`, through `worker.evaluators.child`) that cannot touch the
+provenance or the result channel: it hands back only the raw scores, which this process checks.
+The benchmark's own code still decides those scores, as it does for any benchmark.
 
 Metrics are "<task>/<metric>" (e.g. "tiny_choice/acc"), with "<task>/<metric>_stderr" where
 lm-eval computed a standard error, and "/<filter>" appended for a filter other than "none".

@@ -102,7 +102,9 @@ def isolate(request: dict[str, Any]) -> tuple[dict[str, str], bool]:
     except OSError as error:
         isolation["files"] = f"not isolated: {error}"
     else:
-        isolation["files"] = "only this job's files (the cached ones read-only)"
+        isolation["files"] = (
+            "other jobs' files and the worker's folders hidden; the rest of the host readable"
+        )
     return isolation, bool(flags & CLONE_NEWPID)
 
 

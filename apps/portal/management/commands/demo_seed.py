@@ -13,7 +13,6 @@ from django.db import transaction
 from apps.accounts import services
 from apps.accounts.models import Institution, Membership, User
 from apps.catalog.demo import catalog_demo_load
-from apps.catalog.models import Benchmark
 from apps.compute.demo import DEMO_NODE, compute_demo_load
 from apps.evaluations.demo import evaluations_demo_load
 
@@ -96,7 +95,7 @@ class Command(BaseCommand):
             institutions=institutions, users=users, admin=admin, web_url=web_url
         )
         evaluations_demo_load(institutions=institutions, users=users)
-        isolation_note = self._without_bubblewrap(institutions.values())
+        isolation_note = self._without_bubblewrap()
 
         self.stdout.write(self.style.SUCCESS("Demo data loaded."))
         self.stdout.write(f"  Staff admin:  admin / {password}")
@@ -109,16 +108,12 @@ class Command(BaseCommand):
             self.stdout.write(self.style.WARNING(isolation_note))
 
     @staticmethod
-    def _without_bubblewrap(institutions) -> str:
-        """The local worker isolates fully only under bubblewrap. Where this host lacks it, the
-        demo's own benchmarks accept the worker's partial isolation, so its evaluations still
-        finish; a real node installs bubblewrap instead (see the README's worker section)."""
+    def _without_bubblewrap() -> str:
+        """The local worker isolates evaluations fully only under bubblewrap; without it, it
+        runs none of the demo's jobs (partial isolation leaves the host's files readable)."""
         if shutil.which("bwrap"):
             return ""
-        Benchmark.objects.filter(institution__in=list(institutions)).update(
-            requires_full_isolation=False
-        )
         return (
-            "  bubblewrap is not installed: the local worker isolates evaluations only partly, "
-            "so the demo's benchmarks accept that (apt-get install bubblewrap for full isolation)."
+            "  bubblewrap is not installed: the local worker cannot fully isolate evaluations "
+            "and will run none of the demo's jobs (apt-get install bubblewrap, then restart)."
         )
