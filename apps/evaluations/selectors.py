@@ -63,7 +63,8 @@ def result_get(*, user: Viewer, result_id: int) -> Result:
     return result
 
 
-# What only those who may see the job's details learn: the host's name and the GPUs' serials.
+# What only those who may see the job's details learn: the host's name, the GPUs' serials and
+# the host paths the sandbox mounted.
 HOST_DETAILS = ("host",)
 
 
@@ -82,6 +83,10 @@ def result_provenance(result: Result) -> dict[str, Any]:
                 for gpu in reported["gpus"]
                 if isinstance(gpu, dict)
             ]
+        if isinstance(reported.get("isolation"), dict):
+            reported["isolation"] = {
+                key: value for key, value in reported["isolation"].items() if key != "mounted"
+            }
     if not getattr(result, "sees_dataset", False):
         reported.pop("dataset_files", None)
     return {

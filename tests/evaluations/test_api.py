@@ -155,7 +155,7 @@ def test_a_hidden_benchmark_has_no_leaderboard(client_as, member, institution, m
     assert client_as("member").get(url).status_code == 200
 
 
-def test_the_host_gpu_serials_and_hidden_dataset_files_stay_with_the_jobs_institution(
+def test_the_host_gpu_serials_mounts_and_hidden_dataset_files_stay_with_the_jobs_institution(
     client_as, member, institution, make_model_version, post_result
 ):
     from apps.catalog import services as catalog_services
@@ -180,16 +180,19 @@ def test_the_host_gpu_serials_and_hidden_dataset_files_stay_with_the_jobs_instit
             "evaluator": "smoke", "host": "gpu-host-17.lab.internal",
             "gpus": [{"index": 0, "name": "NVIDIA H100", "uuid": "GPU-1234"}],
             "dataset_files": {"held-out.safetensors": data.sha256},
+            "isolation": {"level": "full", "mounted": ["/srv/worker/cache/ab12"]},
         },
     )  # fmt: skip
     inside = client_as("member").get(f"/api/v1/results/{result.pk}/").json()["provenance"]
     assert inside["host"] == "gpu-host-17.lab.internal"
     assert inside["gpus"] == [{"index": 0, "name": "NVIDIA H100", "uuid": "GPU-1234"}]
     assert inside["dataset_files"] == {"held-out.safetensors": data.sha256}
+    assert inside["isolation"]["mounted"] == ["/srv/worker/cache/ab12"]
 
     outside = client_as("outsider").get(f"/api/v1/results/{result.pk}/").json()["provenance"]
     assert "host" not in outside and "dataset_files" not in outside
     assert outside["gpus"] == [{"index": 0, "name": "NVIDIA H100"}]
+    assert outside["isolation"] == {"level": "full"}
     listed = client_as("outsider").get("/api/v1/results/").json()["results"]
     assert [row["provenance"].get("host") for row in listed] == [None]
 
