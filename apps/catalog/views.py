@@ -556,13 +556,8 @@ def benchmark_list(request: HttpRequest) -> HttpResponse:
 def benchmark_detail(request: HttpRequest, benchmark_id: int) -> HttpResponse:
     benchmark = selectors.benchmark_get(user=request.user, benchmark_id=benchmark_id)
     # A benchmark may be public while its dataset is not: the link is shown only to those
-    # who may follow it.
-    dataset = (
-        selectors.dataset_list(user=request.user)
-        .prefetch_related(None)
-        .filter(pk=benchmark.dataset_id)
-        .first()
-    )
+    # who may follow it (the selector says which, for this viewer).
+    dataset = benchmark.dataset if benchmark.dataset_visible else None  # type: ignore[attr-defined]
     return render(
         request,
         "catalog/benchmark_detail.html",

@@ -37,25 +37,32 @@ def _no_constant(name: str):
 def json_defect(value: Any, *, max_depth: int = MAX_JSON_DEPTH) -> str | None:
     """Where in a decoded JSON value a NUL character or excess nesting is, as `$.a[0].b`
     followed by what is wrong there; None when the value is clean. Iterative, so that depth
-    itself cannot exhaust the stack."""
-    pending: list[tuple[Any, str, int]] = [(value, "$", 1)]
+    itself cannot exhaust the stack; a path is spelled out only for the defect."""
+    # Each entry: the item, its depth, and its place as (parent's place, key or index).
+    pending: list[tuple[Any, int, tuple | None]] = [(value, 1, None)]
     while pending:
-        item, path, depth = pending.pop()
+        item, depth, place = pending.pop()
         if depth > max_depth:
-            return f"{path}: nested more than {max_depth} levels deep"
+            return f"{_path(place)}: nested more than {max_depth} levels deep"
         if isinstance(item, str):
             if "\x00" in item:
-                return f"{path}: NUL characters (\\u0000) are not allowed"
+                return f"{_path(place)}: NUL characters (\\u0000) are not allowed"
         elif isinstance(item, dict):
             for key, child in item.items():
                 if "\x00" in key:
-                    return f"{path}: NUL characters (\\u0000) are not allowed in keys"
-                pending.append((child, f"{path}.{key}", depth + 1))
+                    return f"{_path(place)}: NUL characters (\\u0000) are not allowed in keys"
+                pending.append((child, depth + 1, (place, key)))
         elif isinstance(item, list):
-            pending.extend(
-                (child, f"{path}[{index}]", depth + 1) for index, child in enumerate(item)
-            )
+            pending.extend((child, depth + 1, (place, index)) for index, child in enumerate(item))
     return None
+
+
+def _path(place: tuple | None) -> str:
+    steps = []
+    while place is not None:
+        place, step = place
+        steps.append(f"[{step}]" if isinstance(step, int) else f".{step}")
+    return "$" + "".join(reversed(steps))
 
 
 def read_limited(stream) -> bytes:

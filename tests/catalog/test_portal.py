@@ -616,3 +616,25 @@ def test_list_pages_query_the_database_a_fixed_number_of_times(client, catalog_r
     with CaptureQueriesContext(connection) as many:
         page(client.get(path))
     assert len(many) == len(few)
+
+
+def test_a_benchmark_page_names_its_dataset_only_to_those_who_may_see_it(member, institution):
+    data = store(member, safetensors_bytes(), "digits.safetensors")
+    dataset = services.dataset_create(
+        user=member, institution=institution, name="Held-out digits", slug="held-out",
+        license="MIT", files=[("digits.safetensors", data.sha256)],
+        visibility=Visibility.INSTITUTION,
+    )  # fmt: skip
+    benchmark = services.benchmark_create(
+        user=member, institution=institution, name="Digits accuracy", slug="digits-accuracy",
+        task_type="classification", dataset=dataset,
+        metrics=[{"name": "accuracy", "higher_is_better": True}], evaluator="smoke",
+    )  # fmt: skip
+    url = f"/benchmarks/{benchmark.pk}/"
+
+    anonymous = page(Client().get(url))
+    assert "Held-out digits" not in anonymous and "not visible to you" in anonymous
+
+    colleague = Client()
+    colleague.force_login(member)
+    assert "Held-out digits" in page(colleague.get(url))
