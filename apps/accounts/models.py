@@ -6,6 +6,7 @@ from django.utils import timezone
 from django_countries.fields import CountryField
 
 from apps.accounts.validators import validate_orcid, validate_ror
+from apps.core.models import MirrorOrigin
 
 
 class User(AbstractUser):
@@ -32,8 +33,9 @@ class User(AbstractUser):
         return self.get_full_name() or self.username
 
 
-class Institution(models.Model):
-    """A university, lab or research group that publishes work and contributes GPUs."""
+class Institution(MirrorOrigin):
+    """A university, lab or research group that publishes work and contributes GPUs. One
+    mirrored from a peer node has that node as its origin and no members here."""
 
     name = models.CharField(max_length=200)
     slug = models.SlugField(max_length=80, unique=True)
@@ -56,12 +58,19 @@ class Institution(models.Model):
     class Meta:
         ordering = ["name"]
         constraints = [
+            # A peer's institution may be the same organisation as one here: only local
+            # institutions must hold distinct ROR ids.
             models.UniqueConstraint(
                 fields=["ror_id"],
-                condition=~Q(ror_id=""),
+                condition=~Q(ror_id="") & Q(origin_node=""),
                 name="unique_institution_ror_when_set",
                 violation_error_message="Another institution already has this ROR id.",
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_institution_origin",
+            ),
         ]
 
     def __str__(self) -> str:

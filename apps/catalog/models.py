@@ -13,6 +13,7 @@ from django.db.models import Q
 
 from apps.accounts.models import Institution
 from apps.catalog.validators import validate_arxiv_id, validate_doi, validate_spdx_license
+from apps.core.models import MirrorOrigin
 
 MIN_MEMORY_LIMIT_MB = 64
 MAX_MEMORY_LIMIT_MB = 4 * 1024 * 1024
@@ -47,6 +48,9 @@ class Artifact(models.Model):
     uploaded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A file of a mirrored record: where its origin node serves it. `storage_name` stays empty
+    # until the first download fetches it (and checks its sha256).
+    origin_url = models.URLField(max_length=1000, blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -55,9 +59,14 @@ class Artifact(models.Model):
     def __str__(self) -> str:
         return f"sha256:{self.sha256[:12]}… ({self.format}, {self.size} bytes)"
 
+    @property
+    def is_stored(self) -> bool:
+        return bool(self.storage_name)
 
-class CatalogRecord(models.Model):
-    """What every published record shares: an owner institution, a creator and a visibility."""
+
+class CatalogRecord(MirrorOrigin):
+    """What every published record shares: an owner institution, a creator, a visibility, and
+    its origin when it is mirrored from a peer node."""
 
     institution = models.ForeignKey(Institution, on_delete=models.PROTECT, related_name="+")
     created_by = models.ForeignKey(
@@ -84,10 +93,15 @@ class Dataset(CatalogRecord):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_dataset_origin",
+            ),
+            models.UniqueConstraint(
                 fields=["institution", "slug"],
                 name="unique_dataset_slug_per_institution",
                 violation_error_message="This institution already has a dataset with this slug.",
-            )
+            ),
         ]
         indexes = [models.Index(fields=["visibility", "institution"])]
 
@@ -137,10 +151,15 @@ class Benchmark(CatalogRecord):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_benchmark_origin",
+            ),
+            models.UniqueConstraint(
                 fields=["institution", "slug"],
                 name="unique_benchmark_slug_per_institution",
                 violation_error_message="This institution already has a benchmark with this slug.",
-            )
+            ),
         ]
         indexes = [models.Index(fields=["visibility", "institution"])]
 
@@ -175,14 +194,19 @@ class Paper(CatalogRecord):
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [
+            models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_paper_origin",
+            ),
             # One public record per publication; papers others cannot see never block anyone
-            # (and so never reveal themselves).
+            # (and so never reveal themselves). A peer's copy of the same paper is its own.
             models.UniqueConstraint(
                 fields=["doi"],
-                condition=~Q(doi="") & Q(visibility="public"),
+                condition=~Q(doi="") & Q(visibility="public") & Q(origin_node=""),
                 name="unique_public_paper_doi",
                 violation_error_message="A public paper with this DOI is already in the catalogue.",
-            )
+            ),
         ]
         indexes = [
             models.Index(fields=["visibility", "institution"]),
@@ -230,10 +254,15 @@ class ResearchModel(CatalogRecord):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_model_origin",
+            ),
+            models.UniqueConstraint(
                 fields=["institution", "slug"],
                 name="unique_model_slug_per_institution",
                 violation_error_message="This institution already has a model with this slug.",
-            )
+            ),
         ]
         indexes = [
             models.Index(fields=["visibility", "institution"]),

@@ -5,14 +5,17 @@ from django.db import models
 from apps.accounts.models import Institution
 from apps.catalog.models import Benchmark, ModelVersion
 from apps.compute.models import ComputeNode, Job
+from apps.core.models import MirrorOrigin
 
 
-class Result(models.Model):
+class Result(MirrorOrigin):
     """The metrics of the attempt that succeeded. One per job: a repeated or late post never
     adds a second. Model version, benchmark, institution and node are copied from the job so
-    leaderboards read one table."""
+    leaderboards read one table. A result mirrored from a peer node has no job here."""
 
-    job = models.OneToOneField(Job, on_delete=models.CASCADE, related_name="result")
+    job = models.OneToOneField(
+        Job, null=True, blank=True, on_delete=models.CASCADE, related_name="result"
+    )
     attempt = models.PositiveSmallIntegerField()
     model_version = models.ForeignKey(
         ModelVersion, on_delete=models.PROTECT, related_name="results"
@@ -35,6 +38,13 @@ class Result(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~models.Q(origin_node=""),
+                name="unique_result_origin",
+            )
+        ]
         indexes = [
             models.Index(fields=["benchmark", "created_at"]),
             models.Index(fields=["model_version", "benchmark"]),

@@ -67,8 +67,10 @@ def result_list(request: HttpRequest) -> HttpResponse:
 def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
     result = selectors.result_get(user=request.user, result_id=result_id)
     provenance = selectors.result_provenance(result)
-    sees_logs = result.sees_job_details  # type: ignore[attr-defined]
-    log = compute_selectors.job_log(job=result.job, attempt=result.attempt) if sees_logs else ""
+    # A result mirrored from a peer node has no job here, so no log.
+    job = result.job if result.sees_job_details else None  # type: ignore[attr-defined]
+    sees_logs = job is not None
+    log = compute_selectors.job_log(job=job, attempt=result.attempt) if job is not None else ""
     return render(
         request,
         "evaluations/result_detail.html",

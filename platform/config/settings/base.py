@@ -40,6 +40,7 @@ INSTALLED_APPS = [
     "apps.catalog",
     "apps.compute",
     "apps.evaluations",
+    "apps.federation",
     "apps.portal",
 ]
 
@@ -276,3 +277,35 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django": {"handlers": ["console"], "level": "INFO", "propagate": False}},
 }
+
+# Federation. This node's id is its public base URL (what peers call it by); its Ed25519 key
+# files live in FEDERATION_KEY_DIR (mode 600), or one key comes from FEDERATION_PRIVATE_KEY.
+FEDERATION_NODE_URL = env.str("FEDERATION_NODE_URL", default="http://127.0.0.1:8000").rstrip("/")
+FEDERATION_KEY_DIR = Path(env.str("FEDERATION_KEY_DIR", default=str(VAR_DIR / "keys")))
+FEDERATION_PRIVATE_KEY = env.str("FEDERATION_PRIVATE_KEY", default="")
+# After a rotation the old key is still accepted (and published as retiring) this long.
+FEDERATION_KEY_GRACE_SECONDS = env.int("FEDERATION_KEY_GRACE_SECONDS", default=7 * 24 * 3600)
+# Signed requests: how far `created` may be from now, either way.
+FEDERATION_SIGNATURE_WINDOW_SECONDS = 300
+# A key id a peer's signature names that we have not pinned is looked up at most this often.
+FEDERATION_KEY_REFETCH_SECONDS = env.int("FEDERATION_KEY_REFETCH_SECONDS", default=60)
+# Outbound calls to peers.
+FEDERATION_CONNECT_TIMEOUT_SECONDS = env.float("FEDERATION_CONNECT_TIMEOUT_SECONDS", default=5)
+FEDERATION_READ_TIMEOUT_SECONDS = env.float("FEDERATION_READ_TIMEOUT_SECONDS", default=30)
+FEDERATION_MAX_RESPONSE_BYTES = env.int("FEDERATION_MAX_RESPONSE_BYTES", default=32 * 1024**2)
+FEDERATION_RETRIES = env.int("FEDERATION_RETRIES", default=3)
+FEDERATION_BACKOFF_SECONDS = env.float("FEDERATION_BACKOFF_SECONDS", default=0.5)
+# Circuit breaker: after this many consecutive failures a peer is unreachable and is probed
+# again only after FEDERATION_PROBE_INTERVAL_SECONDS (doubling up to an hour).
+FEDERATION_FAILURE_THRESHOLD = env.int("FEDERATION_FAILURE_THRESHOLD", default=5)
+FEDERATION_PROBE_INTERVAL_SECONDS = env.int("FEDERATION_PROBE_INTERVAL_SECONDS", default=60)
+# Records per page of the change feed.
+FEDERATION_FEED_PAGE_SIZE = env.int("FEDERATION_FEED_PAGE_SIZE", default=500)
+FEDERATION_SYNC_INTERVAL_SECONDS = env.int("FEDERATION_SYNC_INTERVAL_SECONDS", default=30)
+CELERY_BEAT_SCHEDULE["sync-peers"] = {
+    "task": "apps.federation.tasks.peers_sync_task",
+    "schedule": FEDERATION_SYNC_INTERVAL_SECONDS,
+}
+# OAI-PMH: records per page of a list answer.
+OAI_PAGE_SIZE = env.int("OAI_PAGE_SIZE", default=100)
+OAI_ADMIN_EMAIL = env.str("OAI_ADMIN_EMAIL", default=DEFAULT_FROM_EMAIL)
