@@ -1,10 +1,16 @@
 from django.urls import path
 
 from apps.catalog import api
+from apps.federation import export_views
 
 urlpatterns = [
     path("models/", api.ModelListApi.as_view(), name="model-list"),
     path("models/<int:model_id>/", api.ModelDetailApi.as_view(), name="model-detail"),
+    path(
+        "models/<int:model_id>/datacite/",
+        export_views.ModelDataciteApi.as_view(),
+        name="model-datacite",
+    ),
     path("models/<int:model_id>/versions/", api.VersionListApi.as_view(), name="version-list"),
     path(
         "models/<int:model_id>/versions/<str:label>/",
@@ -33,8 +39,23 @@ urlpatterns = [
     path("papers/import-bibtex/", api.PaperBibtexImportApi.as_view(), name="paper-import-bibtex"),
     path("papers/<int:paper_id>/", api.PaperDetailApi.as_view(), name="paper-detail"),
     path("papers/<int:paper_id>/bibtex", api.PaperBibtexApi.as_view(), name="paper-bibtex"),
+    path(
+        "papers/<int:paper_id>/datacite/",
+        export_views.PaperDataciteApi.as_view(),
+        name="paper-datacite",
+    ),
     path("datasets/", api.DatasetListApi.as_view(), name="dataset-list"),
     path("datasets/<int:dataset_id>/", api.DatasetDetailApi.as_view(), name="dataset-detail"),
+    path(
+        "datasets/<int:dataset_id>/datacite/",
+        export_views.DatasetDataciteApi.as_view(),
+        name="dataset-datacite",
+    ),
+    path(
+        "datasets/<int:dataset_id>/croissant/",
+        export_views.DatasetCroissantApi.as_view(),
+        name="dataset-croissant",
+    ),
     path("benchmarks/", api.BenchmarkListApi.as_view(), name="benchmark-list"),
     path(
         "benchmarks/<int:benchmark_id>/", api.BenchmarkDetailApi.as_view(), name="benchmark-detail"

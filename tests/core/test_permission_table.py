@@ -434,6 +434,7 @@ TABLE: dict[tuple[str, str], Entry] = {
         body=lambda w: {"summary": "Edited"},
         took_effect=lambda w: _refreshed(w.model).summary == "Edited",
     ),
+    ("GET", "/api/v1/models/{model_id}/datacite/"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("GET", "/api/v1/models/{model_id}/versions/"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("POST", "/api/v1/models/{model_id}/versions/"): Entry(
         outcomes(401, 404, 403, 201, 201),
@@ -496,6 +497,7 @@ TABLE: dict[tuple[str, str], Entry] = {
         took_effect=lambda w: _refreshed(w.paper).title == "Edited",
     ),
     ("GET", "/api/v1/papers/{paper_id}/bibtex"): Entry(outcomes(404, 404, 200, 200, 200)),
+    ("GET", "/api/v1/papers/{paper_id}/datacite/"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("GET", "/api/v1/datasets/"): Entry(everyone(200), lists=lambda w: w.dataset_id),
     ("POST", "/api/v1/datasets/"): Entry(
         outcomes(401, 403, 201, 201, 201),
@@ -509,6 +511,8 @@ TABLE: dict[tuple[str, str], Entry] = {
         body=lambda w: {"description": "Edited"},
         took_effect=lambda w: _refreshed(w.dataset).description == "Edited",
     ),
+    ("GET", "/api/v1/datasets/{dataset_id}/datacite/"): Entry(outcomes(404, 404, 200, 200, 200)),
+    ("GET", "/api/v1/datasets/{dataset_id}/croissant/"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("GET", "/api/v1/benchmarks/"): Entry(everyone(200), lists=lambda w: w.benchmark_id),
     ("POST", "/api/v1/benchmarks/"): Entry(
         outcomes(401, frozenset({400, 403}), 201, 201, 201),
