@@ -376,6 +376,9 @@ def test_post_form_is_answered_like_get(catalogue):
         got.findall(".//oai:header", NS)
     )
     assert error_code(request(method="post", verb="Identify", until=["a", "b"])) == "badArgument"
+    # The query-string NUL check does not see a form body: a NUL there is a badArgument, not a 500.
+    nul = request(method="post", verb="ListIdentifiers", metadataPrefix="oai_dc", set="type:\x00")
+    assert error_code(nul) == "badArgument"
 
 
 def test_a_resumption_token_survives_a_restart_and_cannot_be_forged(catalogue, monkeypatch):
