@@ -9,8 +9,14 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 WEB_PORT ?= 8000
+# The demo's second node, peered with the first: its own var dir (SQLite database, keys,
+# files), port and name.
+PLATFORM_VAR_DIR ?= var
+PEER_VAR_DIR ?= $(PLATFORM_VAR_DIR)/peer-node
+PEER_WEB_PORT ?= $(shell echo $$(($(WEB_PORT) + 1)))
+FEDERATION_NODE_URL ?= http://127.0.0.1:$(WEB_PORT)
 export PYTHONPATH := platform
-export WEB_PORT
+export WEB_PORT PEER_WEB_PORT PEER_VAR_DIR FEDERATION_NODE_URL
 
 .PHONY: run test lint install clean
 
@@ -25,6 +31,15 @@ install: $(VENV)/.installed
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py demo_seed
+	mkdir -p $(PEER_VAR_DIR)
+	printf '%s\n' "PLATFORM_VAR_DIR=$(PEER_VAR_DIR)" \
+		"DATABASE_URL=sqlite:///$(abspath $(PEER_VAR_DIR))/db.sqlite3" \
+		"CELERY_BROKER_URL=filesystem://" "CACHE_URL=locmemcache://" \
+		"FEDERATION_NODE_URL=http://127.0.0.1:$(PEER_WEB_PORT)" "WEB_PORT=$(PEER_WEB_PORT)" \
+		"NODE_NAME='Kestrel Bay Research Exchange'" > $(PEER_VAR_DIR)/node.env
+	set -a; . $(PEER_VAR_DIR)/node.env; set +a; $(PY) manage.py migrate --noinput \
+		&& $(PY) manage.py demo_seed --peer-node
+	@echo "Second node (peered): http://127.0.0.1:$(PEER_WEB_PORT)/"
 	@echo "Portal: http://127.0.0.1:$(WEB_PORT)/   API docs: http://127.0.0.1:$(WEB_PORT)/api/docs/   (Ctrl-C stops everything)"
 	$(VENV)/bin/honcho --procfile Procfile --app-root . start
 

@@ -67,7 +67,13 @@ def running_platform(tmp_path):
         for key, value in os.environ.items()
         if key not in {"DATABASE_URL", "CELERY_BROKER_URL", "DJANGO_SETTINGS_MODULE", "CACHE_URL"}
     }
-    env.update({"PLATFORM_VAR_DIR": str(tmp_path / "var"), "WEB_PORT": str(port)})
+    env.update(
+        {
+            "PLATFORM_VAR_DIR": str(tmp_path / "var"),
+            "WEB_PORT": str(port),
+            "PEER_WEB_PORT": str(free_port()),
+        }
+    )
     log_path = tmp_path / "run.log"
     with log_path.open("w") as log:
         process = subprocess.Popen(
@@ -176,6 +182,22 @@ def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     )
     status, page = get(researcher, job_url)
     assert "Succeeded" in page and "files" in page
+
+    # The second node is peered with the first; each mirrors the other's public records.
+    peer_url = f"http://127.0.0.1:{env['PEER_WEB_PORT']}"
+
+    def mirrored(at: str, origin: str) -> list[str]:
+        status, body = get(opener, f"{at}/api/v1/papers/?origin={origin}&page_size=100")
+        return [paper["title"] for paper in json.loads(body)["results"]] if status == 200 else []
+
+    assert wait_for(lambda: len(mirrored(base_url, peer_url)) == 2, timeout=90), (
+        mirrored(base_url, peer_url),
+        log_path.read_text()[-5000:],
+    )
+    assert wait_for(lambda: len(mirrored(peer_url, base_url)) >= 3, timeout=60)
+    assert not any("Lab notebook" in title for title in mirrored(base_url, peer_url))
+    status, page = get(opener, f"{base_url}/papers/?origin=peers")
+    assert status == 200 and f"from {peer_url}" in page
 
     started = descendants(process.pid)
     assert len(started) >= 5, "expected make, honcho, web, control worker, beat, GPU worker"

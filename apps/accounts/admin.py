@@ -26,7 +26,14 @@ class InstitutionAdmin(admin.ModelAdmin):
     search_fields = ("name", "slug", "ror_id")
     prepopulated_fields = {"slug": ("name",)}
     formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+    readonly_fields = ("origin_node", "origin_id", "origin_url", "origin_synced_at")
     inlines = [MembershipInline]
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # An institution mirrored from a peer node is managed on that node.
+        if obj is not None and obj.origin_node:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 @admin.register(ApiToken)

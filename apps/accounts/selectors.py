@@ -35,8 +35,9 @@ def user_with_memberships(*, user: User) -> User:
 
 
 def user_can_manage_institution(*, user: User | AnonymousUser, institution: Institution) -> bool:
-    """Platform staff and the institution's admins manage its profile and members."""
-    if not isinstance(user, User):
+    """Platform staff and the institution's admins manage its profile and members; a peer
+    node's institution is managed on that node."""
+    if not isinstance(user, User) or institution.origin_node:
         return False
     if user.is_staff:
         return True

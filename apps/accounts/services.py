@@ -84,6 +84,7 @@ INSTITUTION_EDITABLE_FIELDS = ("name", "country", "website", "ror_id", "descript
 
 @transaction.atomic
 def institution_update(*, institution: Institution, **changes: str) -> Institution:
+    _require_local(institution)
     unknown = set(changes) - set(INSTITUTION_EDITABLE_FIELDS)
     if unknown:
         raise ValidationError({name: "This field cannot be changed." for name in sorted(unknown)})
@@ -103,11 +104,20 @@ def institution_update(*, institution: Institution, **changes: str) -> Instituti
 def _check_ror_unused(ror_id: str, *, institution_pk: int | None = None) -> None:
     if not ror_id:
         return
-    others = Institution.objects.filter(ror_id=ror_id)
+    others = Institution.objects.filter(ror_id=ror_id, origin_node="")
     if institution_pk is not None:
         others = others.exclude(pk=institution_pk)
     if others.exists():
         raise ValidationError({"ror_id": "Another institution already has this ROR id."})
+
+
+def _require_local(institution: Institution) -> None:
+    """An institution mirrored from a peer node is managed on that node only."""
+    if institution.origin_node:
+        raise ValidationError(
+            f"{institution.name} is mirrored from {institution.origin_node}: "
+            "it is managed on that node."
+        )
 
 
 def _admin_count(institution: Institution) -> int:
@@ -118,6 +128,7 @@ def _admin_count(institution: Institution) -> int:
 def membership_add(
     *, institution: Institution, user: User, role: str = Membership.Role.MEMBER
 ) -> Membership:
+    _require_local(institution)
     if Membership.objects.filter(institution=institution, user=user).exists():
         raise ValidationError({"username": f"{user.username} is already a member."})
     membership = Membership(institution=institution, user=user, role=role)

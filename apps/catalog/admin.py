@@ -14,10 +14,18 @@ from apps.catalog.models import (
     Tag,
 )
 
+ORIGIN_FIELDS = ("origin_node", "origin_id", "origin_url", "origin_synced_at")
+
 
 class RecordAdmin(admin.ModelAdmin):
     list_select_related = ("institution",)
-    readonly_fields = ("created_by", "created_at", "updated_at")
+    readonly_fields = ("created_by", "created_at", "updated_at", *ORIGIN_FIELDS)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        # A record mirrored from a peer node changes only on that node.
+        if obj is not None and obj.origin_node:
+            return False
+        return super().has_change_permission(request, obj)
 
 
 class ModelVersionInline(admin.TabularInline):

@@ -44,7 +44,7 @@ from apps.catalog.models import (
 )
 from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
-from apps.core.filters import FilterSet
+from apps.core.filters import FilterSet, OriginFilter
 from apps.core.parsers import JSONParser, MultiPartParser
 from apps.core.schema import ErrorOutput
 from apps.core.serializers import PatchInputMixin, StrictSerializer
@@ -80,11 +80,30 @@ class FileOutput(serializers.Serializer):
     artifact = ArtifactOutput()
 
 
+class OriginOutput(serializers.Serializer):
+    """Where a mirrored record comes from; null for records published on this node."""
+
+    node = serializers.CharField(source="origin_node")
+    id = serializers.CharField(source="origin_id")
+    url = serializers.URLField(source="origin_url")
+    synced_at = serializers.DateTimeField(source="origin_synced_at")
+
+
+@extend_schema_field(OriginOutput(allow_null=True))
+class OriginField(serializers.Field):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(source="*", read_only=True, **kwargs)
+
+    def to_representation(self, record) -> dict | None:
+        return OriginOutput(record).data if record.origin_node else None
+
+
 class RecordOutput(serializers.Serializer):
     id = serializers.IntegerField()
     institution = serializers.SlugField(source="institution.slug")
     institution_name = serializers.CharField(source="institution.name")
     visibility = serializers.CharField()
+    origin = OriginField()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
 
@@ -160,6 +179,7 @@ class RecordListApi(generics.ListAPIView):
 
 
 class ModelFilter(FilterSet):
+    origin = OriginFilter()
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
     license = django_filters.CharFilter(lookup_expr="iexact")
@@ -453,6 +473,7 @@ class PaperUpdateInput(PatchInputMixin, PaperCreateInput):
 
 
 class PaperFilter(FilterSet):
+    origin = OriginFilter()
     institution = django_filters.CharFilter(field_name="institution__slug")
     year_min = django_filters.NumberFilter(field_name="year", lookup_expr="gte")
     year_max = django_filters.NumberFilter(field_name="year", lookup_expr="lte")
@@ -648,6 +669,7 @@ class DatasetUpdateInput(StrictSerializer):
 
 
 class DatasetFilter(FilterSet):
+    origin = OriginFilter()
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
     license = django_filters.CharFilter(lookup_expr="iexact")
@@ -768,6 +790,7 @@ class BenchmarkUpdateInput(PatchInputMixin, BenchmarkCreateInput):
 
 
 class BenchmarkFilter(FilterSet):
+    origin = OriginFilter()
     institution = django_filters.CharFilter(field_name="institution__slug")
     tag = django_filters.CharFilter(field_name="tags__name")
 

@@ -4,14 +4,40 @@ requests, and single byte ranges (resumable downloads, partial reads of large fi
 import base64
 import re
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.utils.http import content_disposition_header
+from django.utils.module_loading import import_string
 from django.utils.text import get_valid_filename
+from rest_framework.exceptions import APIException
 
 from apps.catalog.models import Artifact
 from apps.catalog.services import artifact_storage
 
 CHUNK_BYTES = 1024 * 1024
+
+
+class OriginUnavailable(APIException):
+    """A mirrored file could not be fetched from its origin node, or did not match its sha256.
+    The request failed because the one it depends on did (424)."""
+
+    status_code = 424
+    default_code = "origin_unavailable"
+    default_detail = "The node this file is mirrored from could not provide it."
+
+
+def ensure_stored(artifact: Artifact) -> Artifact:
+    """A mirrored file is fetched from its origin node on its first download
+    (settings.ARTIFACT_REMOTE_FETCH checks the sha256 and stores it)."""
+    if artifact.is_stored:
+        return artifact
+    fetch = import_string(settings.ARTIFACT_REMOTE_FETCH)
+    try:
+        return fetch(artifact)
+    except Exception as error:  # any failure of the origin is the origin's, never a 500 here
+        raise OriginUnavailable(str(error)) from error
+
+
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -47,6 +73,7 @@ def artifact_response(
     request: HttpRequest, artifact: Artifact, filename: str = ""
 ) -> HttpResponseBase:
     """`filename`: the name the record gives the file (saved under it); the sha256 otherwise."""
+    artifact = ensure_stored(artifact)
     etag = f'"{artifact.sha256}"'
     digest = base64.b64encode(bytes.fromhex(artifact.sha256)).decode()
     headers = {

@@ -409,25 +409,44 @@ class CommentForm(forms.Form):
     parent = forms.IntegerField(required=False)
 
 
-class ModelFilterForm(forms.Form):
+def _origin_choices() -> list[tuple[str, str]]:
+    peers = (
+        Institution.objects.exclude(origin_node="")
+        .values_list("origin_node", flat=True)
+        .distinct()
+        .order_by("origin_node")
+    )
+    return [
+        ("", "All nodes"),
+        ("local", "This node"),
+        ("peers", "Peer nodes"),
+        *((node, node) for node in peers),
+    ]
+
+
+class OriginFilterForm(forms.Form):
+    origin = forms.ChoiceField(label="Published on", choices=_origin_choices, required=False)
+
+
+class ModelFilterForm(OriginFilterForm):
     institution = forms.ChoiceField(choices=_institution_choices, required=False)
     tag = forms.SlugField(required=False)
     task = forms.CharField(max_length=64, required=False)
     license = forms.CharField(max_length=200, required=False)
 
 
-class PaperFilterForm(forms.Form):
+class PaperFilterForm(OriginFilterForm):
     institution = forms.ChoiceField(choices=_institution_choices, required=False)
     year = forms.IntegerField(min_value=1000, max_value=2100, required=False)
 
 
-class DatasetFilterForm(forms.Form):
+class DatasetFilterForm(OriginFilterForm):
     institution = forms.ChoiceField(choices=_institution_choices, required=False)
     tag = forms.SlugField(required=False)
     license = forms.CharField(max_length=200, required=False)
 
 
-class BenchmarkFilterForm(forms.Form):
+class BenchmarkFilterForm(OriginFilterForm):
     institution = forms.ChoiceField(choices=_institution_choices, required=False)
     task_type = forms.CharField(label="Task type", max_length=64, required=False)
 

@@ -103,7 +103,11 @@ class Dataset(CatalogRecord):
                 violation_error_message="This institution already has a dataset with this slug.",
             ),
         ]
-        indexes = [models.Index(fields=["visibility", "institution"])]
+        indexes = [
+            models.Index(fields=["visibility", "institution"]),
+            # OAI-PMH lists records by their last change.
+            models.Index(fields=["updated_at", "id"], name="catalog_dataset_changed_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -161,7 +165,11 @@ class Benchmark(CatalogRecord):
                 violation_error_message="This institution already has a benchmark with this slug.",
             ),
         ]
-        indexes = [models.Index(fields=["visibility", "institution"])]
+        indexes = [
+            models.Index(fields=["visibility", "institution"]),
+            # OAI-PMH lists records by their last change.
+            models.Index(fields=["updated_at", "id"], name="catalog_benchmark_changed_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -209,6 +217,8 @@ class Paper(CatalogRecord):
             ),
         ]
         indexes = [
+            # OAI-PMH lists records by their last change.
+            models.Index(fields=["updated_at", "id"], name="catalog_paper_changed_idx"),
             models.Index(fields=["visibility", "institution"]),
             models.Index(fields=["year"]),
             # The list's default order: pages are read from the index, not sorted per request.
@@ -265,6 +275,8 @@ class ResearchModel(CatalogRecord):
             ),
         ]
         indexes = [
+            # OAI-PMH lists records by their last change.
+            models.Index(fields=["updated_at", "id"], name="catalog_model_changed_idx"),
             models.Index(fields=["visibility", "institution"]),
             models.Index(fields=["-created_at", "-id"], name="catalog_model_newest_idx"),
         ]

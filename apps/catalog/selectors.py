@@ -81,14 +81,15 @@ def visible_to(user: Viewer, prefix: str = "") -> Q:
 
 
 def user_can_publish_for(*, user: Viewer, institution: Institution) -> bool:
-    if not isinstance(user, User):
+    if not isinstance(user, User) or institution.origin_node:
         return False
     return user.is_staff or Membership.objects.filter(user=user, institution=institution).exists()
 
 
 def user_can_edit(*, user: Viewer, record: Model) -> bool:
-    """The creator (while still a member), the owning institution's admins, and staff."""
-    if not isinstance(user, User) or not user.is_active:
+    """The creator (while still a member), the owning institution's admins, and staff. Nobody
+    edits a record mirrored from a peer node here."""
+    if not isinstance(user, User) or not user.is_active or bool(getattr(record, "origin_node", "")):
         return False
     if user.is_staff:
         return True
@@ -107,8 +108,8 @@ def publishing_institutions(*, user: Viewer) -> QuerySet[Institution]:
     if not isinstance(user, User):
         return Institution.objects.none()
     if user.is_staff:
-        return Institution.objects.all()
-    return Institution.objects.filter(memberships__user=user)
+        return Institution.objects.filter(origin_node="")
+    return Institution.objects.filter(memberships__user=user, origin_node="")
 
 
 def _published_versions() -> QuerySet[ModelVersion]:

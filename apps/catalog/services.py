@@ -51,7 +51,7 @@ def artifact_storage():
     return storages["artifacts"]
 
 
-def _storage_name(sha256: str) -> str:
+def storage_name_for(sha256: str) -> str:
     return f"{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
 
@@ -80,7 +80,7 @@ def artifact_store(
         return existing
 
     storage = artifact_storage()
-    name = _storage_name(computed)
+    name = storage_name_for(computed)
     size = upload.size or 0
     stored = storage.exists(name)
     if stored and storage.size(name) != size:
@@ -186,12 +186,21 @@ def _clean_filename(filename: str, *, field: str) -> str:
 
 
 def _require_publisher(user: User, institution: Institution) -> None:
+    if institution.origin_node:
+        raise PermissionDenied(
+            f"{institution.name} publishes on its own node ({institution.origin_node})."
+        )
     if not selectors.user_can_publish_for(user=user, institution=institution):
         raise PermissionDenied(f"Only members of {institution.name} can publish for it.")
 
 
 def record_require_editor(*, user: User, record: Model) -> None:
     """Refuses who may not change the record; views call it before they read the body."""
+    origin_node = getattr(record, "origin_node", "")
+    if origin_node:
+        raise PermissionDenied(
+            f"This record is mirrored from {origin_node}: it can be changed only there."
+        )
     if not selectors.user_can_edit(user=user, record=record):
         raise PermissionDenied(
             "Only its creator, its institution's admins and platform staff can change this."

@@ -21,3 +21,27 @@ class FilterSet(django_filters.FilterSet):
         models.ForeignKey: {"filter_class": IdFilter},
         models.OneToOneField: {"filter_class": IdFilter},
     }
+
+
+ORIGIN_HELP = (
+    "Where records come from: `local` (published on this node), `peers` (mirrored from peer "
+    "nodes), a peer node's id (its base URL), or `all` (the default)."
+)
+
+
+def filter_by_origin(queryset, name: str, value: str):
+    value = value.strip().rstrip("/")
+    if value in ("", "all"):
+        return queryset
+    if value == "local":
+        return queryset.filter(origin_node="")
+    if value == "peers":
+        return queryset.exclude(origin_node="")
+    return queryset.filter(origin_node=value)
+
+
+class OriginFilter(django_filters.CharFilter):
+    """Filters records by the node they were published on."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(method=filter_by_origin, help_text=ORIGIN_HELP, max_length=255, **kwargs)

@@ -2,7 +2,7 @@
 
 import django_filters
 
-from apps.core.filters import FilterSet, IdFilter
+from apps.core.filters import FilterSet, IdFilter, OriginFilter
 from apps.evaluations.models import Result
 
 
@@ -18,7 +18,16 @@ class ResultFilter(FilterSet):
         help_text="The institution that publishes the model.",
     )
     node = IdFilter(field_name="node_id")
+    origin = OriginFilter()
 
     class Meta:
         model = Result
-        fields = ["benchmark", "model", "model_version", "institution", "model_institution", "node"]
+        fields = [
+            "benchmark",
+            "model",
+            "model_version",
+            "institution",
+            "model_institution",
+            "node",
+            "origin",
+        ]

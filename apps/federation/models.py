@@ -143,7 +143,11 @@ class FeedEntry(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["record_type", "record_id"], name="unique_feed_record")
         ]
-        indexes = [models.Index(fields=["seq"], name="feed_unsequenced_idx", condition=Q(seq=None))]
+        indexes = [
+            models.Index(fields=["seq"], name="feed_unsequenced_idx", condition=Q(seq=None)),
+            # OAI-PMH's deleted records, by type and time.
+            models.Index(fields=["record_type", "changed_at"], name="feed_type_changed_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.record_type} {self.record_id} @ {self.seq}"

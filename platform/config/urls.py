@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("apps.catalog.api_urls")),
     path("", include("apps.compute.api_urls")),
     path("", include("apps.evaluations.api_urls")),
+    path("", include("apps.federation.api_urls")),
 ]
 
 urlpatterns = [
@@ -19,6 +20,10 @@ urlpatterns = [
     path("", include("apps.catalog.urls")),
     path("", include("apps.compute.urls")),
     path("", include("apps.evaluations.urls")),
+    path("", include("apps.federation.urls")),
+    path("", include("apps.federation.protocol_urls")),
+    path("", include("apps.federation.ping_urls")),
+    path("", include("apps.federation.oai_urls")),
     path("login/", auth_views.LoginView.as_view(template_name="accounts/login.html"), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path(

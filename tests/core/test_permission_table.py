@@ -39,6 +39,7 @@ from apps.compute import selectors as compute_selectors
 from apps.compute import services as compute_services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
+from apps.federation.models import Peer
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.factories import MembershipFactory, UserFactory, api_token_for, isolated
@@ -302,6 +303,22 @@ class World:
         return self.result.pk
 
     @cached_property
+    def peer(self) -> Peer:
+        """A node that asked to peer, unreachable (its breaker open): no case waits on it."""
+        now = timezone.now()
+        return Peer.objects.create(
+            node_id="http://127.0.0.1:9",
+            state=Peer.State.PENDING,
+            consecutive_failures=5,
+            unreachable_since=now,
+            next_probe_at=now + timedelta(hours=1),
+        )
+
+    @cached_property
+    def peer_id(self) -> int:
+        return self.peer.pk
+
+    @cached_property
     def leaderboard_benchmark_id(self) -> int:
         """The benchmark, once it has a result to rank."""
         return self.result.job.benchmark_id
@@ -513,6 +530,37 @@ TABLE: dict[tuple[str, str], Entry] = {
     ),
     ("GET", "/api/v1/datasets/{dataset_id}/datacite/"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("GET", "/api/v1/datasets/{dataset_id}/croissant/"): Entry(outcomes(404, 404, 200, 200, 200)),
+    ("GET", "/api/v1/federation/peers/"): Entry(outcomes(401, 403, 403, 403, 200)),
+    ("POST", "/api/v1/federation/peers/"): Entry(
+        outcomes(401, 403, 403, 403, 400), body=lambda w: {"base_url": "http://127.0.0.1:9"}
+    ),
+    ("GET", "/api/v1/federation/peers/{peer_id}/"): Entry(outcomes(401, 403, 403, 403, 200)),
+    ("POST", "/api/v1/federation/peers/{peer_id}/approve/"): Entry(
+        outcomes(401, 403, 403, 403, 200),
+        body=lambda w: {},
+        took_effect=lambda w: _refreshed(w.peer).state == Peer.State.APPROVED,
+    ),
+    ("POST", "/api/v1/federation/peers/{peer_id}/refuse/"): Entry(
+        outcomes(401, 403, 403, 403, 200),
+        body=lambda w: {"note": "Not now."},
+        took_effect=lambda w: _refreshed(w.peer).state == Peer.State.REFUSED,
+    ),
+    ("POST", "/api/v1/federation/peers/{peer_id}/suspend/"): Entry(
+        outcomes(401, 403, 403, 403, 400), body=lambda w: {}
+    ),
+    ("POST", "/api/v1/federation/peers/{peer_id}/reinstate/"): Entry(
+        outcomes(401, 403, 403, 403, 400), body=lambda w: {}
+    ),
+    ("POST", "/api/v1/federation/peers/{peer_id}/revoke/"): Entry(
+        outcomes(401, 403, 403, 403, 200),
+        body=lambda w: {},
+        took_effect=lambda w: _refreshed(w.peer).state == Peer.State.REVOKED,
+    ),
+    ("POST", "/api/v1/federation/peers/{peer_id}/sync/"): Entry(
+        outcomes(401, 403, 403, 403, 400), invalid=None
+    ),
+    ("GET", "/api/v1/federation/keys/"): Entry(outcomes(401, 403, 403, 403, 200)),
+    ("POST", "/api/v1/federation/keys/"): Entry(outcomes(401, 403, 403, 403, 201), invalid=None),
     ("GET", "/api/v1/benchmarks/"): Entry(everyone(200), lists=lambda w: w.benchmark_id),
     ("POST", "/api/v1/benchmarks/"): Entry(
         outcomes(401, frozenset({400, 403}), 201, 201, 201),

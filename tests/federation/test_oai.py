@@ -14,8 +14,6 @@ from apps.catalog.models import Paper
 from apps.federation import oai
 from tests.federation.oai_support import NS, T0, build_catalogue, check_document
 
-pytestmark = pytest.mark.urls("tests.federation.oai_test_urls")
-
 HOST = "testserver"
 
 

@@ -14,8 +14,6 @@ from apps.federation import oai
 from apps.federation.models import FeedSequencer
 from tests.federation.oai_support import Catalogue, build_catalogue, check_document
 
-pytestmark = pytest.mark.urls("tests.federation.oai_test_urls")
-
 
 @pytest.fixture
 def responses(monkeypatch) -> Iterator[list[bytes]]:

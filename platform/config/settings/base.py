@@ -180,6 +180,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "JobState": "apps.compute.models.Job.State",
         "ComputeRequestState": "apps.compute.models.ComputeRequest.State",
+        "PeerState": "apps.federation.models.Peer.State",
         "WorkerEndState": [("failed", "Failed"), ("timed_out", "Timed out")],
     },
     "TITLE": "Research Exchange API",
@@ -306,6 +307,13 @@ CELERY_BEAT_SCHEDULE["sync-peers"] = {
     "task": "apps.federation.tasks.peers_sync_task",
     "schedule": FEDERATION_SYNC_INTERVAL_SECONDS,
 }
+# A mirrored record's file is fetched from its origin node on first download.
+ARTIFACT_REMOTE_FETCH = "apps.federation.services.artifact_fetch_from_origin"
+CELERY_BEAT_SCHEDULE["prune-seen-nonces"] = {
+    "task": "apps.federation.tasks.seen_nonces_prune_task",
+    "schedule": FEDERATION_SIGNATURE_WINDOW_SECONDS,
+}
 # OAI-PMH: records per page of a list answer.
 OAI_PAGE_SIZE = env.int("OAI_PAGE_SIZE", default=100)
-OAI_ADMIN_EMAIL = env.str("OAI_ADMIN_EMAIL", default=DEFAULT_FROM_EMAIL)
+# Harvesters write here; the OAI-PMH schema wants a dotted domain. Set a real address.
+OAI_ADMIN_EMAIL = env.str("OAI_ADMIN_EMAIL", default="oai-admin@research-exchange.invalid")

@@ -1,5 +1,8 @@
 """The test suite: real PostgreSQL and Redis on this machine (URLs overridable by environment)."""
 
+import tempfile
+from pathlib import Path
+
 from .base import *  # noqa: F403
 from .base import REST_FRAMEWORK, env
 
@@ -25,3 +28,6 @@ REST_FRAMEWORK = {
     **REST_FRAMEWORK,
     "DEFAULT_THROTTLE_RATES": {"anon": "10000/minute", "user": "10000/minute"},
 }
+
+# The suite's node keys live in a folder of their own, never in the repository's var dir.
+FEDERATION_KEY_DIR = Path(tempfile.mkdtemp(prefix="research-exchange-test-keys-"))

@@ -15,6 +15,7 @@ from apps.accounts.models import Institution, Membership, User
 from apps.catalog.demo import catalog_demo_load
 from apps.compute.demo import DEMO_NODE, compute_demo_load
 from apps.evaluations.demo import evaluations_demo_load
+from apps.federation.demo import peer_node_demo_load
 
 INSTITUTIONS = [
     {
@@ -53,9 +54,22 @@ RESEARCHERS = [
 class Command(BaseCommand):
     help = "Load the demo institutions, researchers, admin account and catalogue; print logins."
 
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--peer-node",
+            action="store_true",
+            help="Load the second demo node instead (another institution and its records).",
+        )
+
     @transaction.atomic
     def handle(self, *args, **options) -> None:
         password = os.environ.get("DEMO_PASSWORD") or secrets.token_urlsafe(9)
+        if options["peer_node"]:
+            admin, token_file = peer_node_demo_load(password=password)
+            self.stdout.write(self.style.SUCCESS("Peer node demo data loaded."))
+            self.stdout.write(f"  Peer node staff admin: admin / {password}")
+            self.stdout.write(f"  Its operator API token is in {token_file}")
+            return
 
         institutions = {}
         for fields in INSTITUTIONS:

@@ -1,0 +1,74 @@
+"""Writes of results mirrored from peer nodes (the federation sync calls these)."""
+
+from datetime import datetime
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+
+from apps.accounts.models import Institution
+from apps.catalog.mirrors import Origin, mirrored, mirrored_version
+from apps.catalog.models import Benchmark
+from apps.evaluations.models import Result
+from apps.evaluations.services import result_isolation
+
+
+@transaction.atomic
+def result_mirror(
+    *,
+    origin: Origin,
+    model: str,
+    version: str,
+    benchmark: str,
+    institution: str,
+    metrics: dict[str, Any],
+    provenance: dict[str, Any],
+    gpu_seconds: float,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+) -> Result:
+    fields = {
+        "model_version": mirrored_version(node=origin.node, model=model, label=version),
+        "benchmark": mirrored(Benchmark, node=origin.node, origin_id=benchmark),
+        "institution": mirrored(Institution, node=origin.node, origin_id=institution),
+        "metrics": metrics,
+        "provenance": provenance,
+        "isolation": result_isolation(provenance),
+        "gpu_seconds": gpu_seconds,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "attempt": 1,
+        "origin_url": origin.url,
+        "origin_synced_at": origin.synced_at,
+    }
+    result, _ = Result.objects.update_or_create(
+        origin_node=origin.node, origin_id=origin.id, defaults=fields
+    )
+    return result
+
+
+RESULTS_DEPENDING_ON = {
+    "institution": (
+        "institution",
+        "model_version__model__institution",
+        "benchmark__institution",
+        "benchmark__dataset__institution",
+    ),
+    "dataset": ("benchmark__dataset",),
+    "benchmark": ("benchmark",),
+    "model": ("model_version__model",),
+}
+
+
+@transaction.atomic
+def mirrored_results_delete(*, record_type: str, node: str, origin_id: str) -> int:
+    """Deletes a mirrored result, or every mirrored result that refers to the mirrored record
+    about to be removed."""
+    if record_type == "result":
+        return Result.objects.filter(origin_node=node, origin_id=origin_id).delete()[0]
+    refers = Q()
+    for path in RESULTS_DEPENDING_ON.get(record_type, ()):
+        refers |= Q(**{f"{path}__origin_node": node, f"{path}__origin_id": origin_id})
+    if not refers:
+        return 0
+    return Result.objects.filter(refers, origin_node=node).delete()[0]

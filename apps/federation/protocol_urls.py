@@ -1,0 +1,11 @@
+from django.urls import path
+
+from apps.federation import protocol_views
+from apps.federation.contract import FEED_PATH, PEERING_REQUEST_PATH, PEERING_STATE_PATH
+
+urlpatterns = [
+    path(".well-known/research-exchange", protocol_views.well_known, name="well-known"),
+    path(PEERING_REQUEST_PATH.lstrip("/"), protocol_views.PeeringRequestApi.as_view()),
+    path(PEERING_STATE_PATH.lstrip("/"), protocol_views.PeeringStateApi.as_view()),
+    path(FEED_PATH.lstrip("/"), protocol_views.FeedApi.as_view(), name="federation-feed"),
+]
