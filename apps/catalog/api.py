@@ -44,7 +44,7 @@ from apps.catalog.models import (
 )
 from apps.catalog.pagination import CatalogPagination
 from apps.catalog.presenters import paper_draft
-from apps.core.filters import FilterSet, OriginFilter
+from apps.core.filters import ORIGIN_HELP, FilterSet, OriginFilter
 from apps.core.parsers import JSONParser, MultiPartParser
 from apps.core.schema import ErrorOutput
 from apps.core.serializers import PatchInputMixin, StrictSerializer
@@ -978,6 +978,7 @@ class SearchInput(serializers.Serializer):
     task = serializers.CharField(max_length=64, required=False)
     license = serializers.CharField(max_length=200, required=False)
     year = serializers.IntegerField(min_value=1000, max_value=2100, required=False)
+    origin = serializers.CharField(max_length=255, required=False, help_text=ORIGIN_HELP)
     page = serializers.IntegerField(min_value=1, max_value=SEARCH_MAX_PAGE, default=1)
 
 
@@ -987,6 +988,7 @@ class SearchHitOutput(serializers.Serializer):
     title = serializers.CharField()
     summary = serializers.CharField()
     institution = serializers.CharField()
+    origin = serializers.CharField(help_text="The peer node a mirrored record comes from, or ''.")
     rank = serializers.FloatField()
 
 
@@ -1024,6 +1026,7 @@ def run_search(user, params: dict) -> selectors.SearchPage:
         task=params.get("task", ""),
         license=params.get("license", ""),
         year=params.get("year"),
+        origin=params.get("origin", ""),
     )
     offset = (params["page"] - 1) * SEARCH_PAGE_SIZE
     return selectors.search(

@@ -459,7 +459,7 @@ SEARCH_TYPE_CHOICES = [
 ]
 
 
-class SearchForm(forms.Form):
+class SearchForm(OriginFilterForm):
     q = forms.CharField(label="Search for", max_length=200, required=False)
     type = forms.MultipleChoiceField(
         label="Only",

@@ -42,6 +42,7 @@ from apps.catalog.models import (
     ResearchModel,
     Visibility,
 )
+from apps.core.filters import filter_by_origin
 
 Viewer = User | AnonymousUser
 
@@ -287,6 +288,7 @@ class SearchFilters:
     task: str = ""
     license: str = ""
     year: int | None = None
+    origin: str = ""  # local, peers, a peer node's id, or all
 
 
 @dataclass(frozen=True)
@@ -297,6 +299,7 @@ class SearchHit:
     summary: str
     institution: str
     rank: float
+    origin: str = ""  # the peer node a mirrored record comes from; empty for local records
 
 
 @dataclass(frozen=True)
@@ -318,6 +321,7 @@ _SEARCH_COLUMNS: dict[str, tuple[type[Model], str, str]] = {
 
 def _filtered(kind: str, queryset: QuerySet, filters: SearchFilters) -> QuerySet | None:
     """Applies the filters; None when a filter rules the whole type out (e.g. year on models)."""
+    queryset = filter_by_origin(queryset, "origin", filters.origin)
     if filters.institution:
         queryset = queryset.filter(institution__slug=filters.institution)
     if filters.tag:
@@ -363,13 +367,14 @@ def _ranked(kind: str, queryset: QuerySet, query: str, limit: int) -> tuple[list
             title_text=F(title),
             summary_text=F(summary),
             institution_name=F("institution__name"),
+            origin=F("origin_node"),
             vector=RawSQL(f"{table}.search_vector", [], output_field=TextField()),  # noqa: S611
         )[:SEARCH_RANKED_CANDIDATES]
     )
     sql, params = newest.query.sql_with_params()
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT id, title_text, summary_text, institution_name, "  # noqa: S608
+            "SELECT id, title_text, summary_text, institution_name, origin, "  # noqa: S608
             f"ts_rank_cd(vector, {tsquery}) AS rank, count(*) OVER () "
             f"FROM ({sql}) AS newest ORDER BY rank DESC, created_at DESC, id DESC LIMIT %s",
             [query, *params, limit],
@@ -378,11 +383,11 @@ def _ranked(kind: str, queryset: QuerySet, query: str, limit: int) -> tuple[list
     hits = [
         SearchHit(
             type=kind, id=row[0], title=row[1], summary=row[2][:300], institution=row[3],
-            rank=float(row[4]),
+            origin=row[4], rank=float(row[5]),
         )
         for row in rows
     ]  # fmt: skip
-    return hits, rows[0][5] if rows else 0
+    return hits, rows[0][6] if rows else 0
 
 
 def _substring_matches(
@@ -395,12 +400,13 @@ def _substring_matches(
             Q(**{f"{title}__icontains": word}) | Q(**{f"{summary}__icontains": word})
         )
     rows = queryset.order_by("-created_at", "-id").values(
-        "id", title_text=F(title), summary_text=F(summary), institution_name=F("institution__name")
-    )[:limit]
+        "id", title_text=F(title), summary_text=F(summary),
+        institution_name=F("institution__name"), origin=F("origin_node"),
+    )[:limit]  # fmt: skip
     hits = [
         SearchHit(
             type=kind, id=row["id"], title=row["title_text"], summary=row["summary_text"][:300],
-            institution=row["institution_name"], rank=1.0,
+            institution=row["institution_name"], origin=row["origin"], rank=1.0,
         )
         for row in rows
     ]  # fmt: skip
