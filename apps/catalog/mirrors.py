@@ -67,8 +67,10 @@ def _save(model: type[RecordT], origin: Origin, fields: dict[str, Any]) -> Recor
         setattr(record, name, value)
     record.origin_url = origin.url  # type: ignore[attr-defined]
     record.origin_synced_at = origin.synced_at  # type: ignore[attr-defined]
-    # Nobody here created it: the creator stays empty.
-    record.full_clean(exclude=["created_by"], validate_unique=False, validate_constraints=False)
+    # The related records were just resolved here (no query to check them again), and nobody
+    # here created it: the creator stays empty.
+    related = [field.name for field in model._meta.concrete_fields if field.is_relation]
+    record.full_clean(exclude=related, validate_unique=False, validate_constraints=False)
     record.save()
     return record
 

@@ -98,6 +98,8 @@ def feed_touch(*, record_type: str, ids: Iterable[int], local_only: bool = False
     if local_only:
         model = public_records(record_type).model
         ids = list(model.objects.filter(pk__in=ids, origin_node="").values_list("pk", flat=True))
+        if not ids:  # parts of a mirrored record: nothing of ours changed
+            return
     public_ids = set(public_records(record_type).filter(pk__in=ids).values_list("pk", flat=True))
     now = timezone.now()
     entries = [

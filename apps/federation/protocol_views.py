@@ -4,6 +4,7 @@ answer to a signed request is signed (SignedAnswerMixin)."""
 
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
+from django.db import transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
@@ -27,10 +28,14 @@ from apps.federation.signatures import (
 MAX_FEED_PAGE = 1000
 
 
+@transaction.non_atomic_requests
 @require_GET
 def well_known(request: HttpRequest) -> JsonResponse:
     """Who this node is and which keys it signs with. Public and cacheable: peers read it when
-    they pin keys and again, once, when they meet a key id they do not know."""
+    they pin keys and again, once, when they meet a key id they do not know. It reads outside a
+    request transaction: on the embedded SQLite node a request transaction takes the database's
+    write lock, and a peer reads this document while a request of ours (asking it to peer,
+    telling it a state) waits for that peer's answer."""
     response = JsonResponse(services.node_identity())
     response["Cache-Control"] = "public, max-age=300"
     response["Access-Control-Allow-Origin"] = "*"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import requests
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from apps.accounts.models import User
 from apps.catalog.models import Dataset, Paper, ResearchModel
@@ -66,8 +65,7 @@ class Command(BaseCommand):
         admin = User.objects.filter(is_staff=True).order_by("pk").first()
         if admin is None:
             raise CommandError("This node has no staff account: run demo_seed first.")
-        with transaction.atomic():
-            peer = services.peer_add(base_url=peer_url, actor=admin)
+        peer = services.peer_add(base_url=peer_url, actor=admin)
         self.stdout.write(f"Asked {peer_url} to peer.")
         return peer
 
