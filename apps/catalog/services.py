@@ -76,7 +76,7 @@ def artifact_store(
         raise ValidationError({"file": str(error)}) from error
 
     existing = Artifact.objects.filter(sha256=computed).first()
-    if existing is not None:
+    if existing is not None and existing.is_stored:
         return existing
 
     storage = artifact_storage()
@@ -91,6 +91,13 @@ def artifact_store(
         upload.close()  # the local storage moved the temporary file: nothing is left to delete
         if stored_as != name:  # another request stored the same bytes a moment ago
             storage.delete(stored_as)
+    if existing is not None:
+        # Known from a peer's feed but not fetched yet: these bytes complete it, read by us.
+        Artifact.objects.filter(pk=existing.pk).update(
+            storage_name=name, format=report.format, unsafe=report.unsafe, format_info=report.info
+        )
+        existing.refresh_from_db()
+        return existing
     try:
         with transaction.atomic():
             return Artifact.objects.create(

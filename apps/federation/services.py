@@ -20,6 +20,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from apps.accounts.models import Institution, User
+from apps.catalog.formats import InvalidArtifact, inspect_artifact
 from apps.catalog.models import Artifact
 from apps.catalog.services import artifact_storage, storage_name_for
 from apps.federation import client
@@ -325,6 +326,15 @@ def artifact_fetch_from_origin(artifact: Artifact) -> Artifact:
                 f"{peer.node_id} sent other bytes than sha256:{artifact.sha256}; "
                 "nothing was stored."
             )
+        # What the file is comes from our own reading of its bytes, never from the peer's claim
+        # (a pickle announced as safetensors stays unsafe here).
+        try:
+            report = inspect_artifact(temporary.name, _filename_of(artifact))
+        except InvalidArtifact as error:
+            raise client.InvalidPeerAnswer(
+                f"{peer.node_id} sent sha256:{artifact.sha256} as a corrupt file ({error}); "
+                "nothing was stored."
+            ) from error
         temporary.seek(0)
         name = storage_name_for(artifact.sha256)
         storage = artifact_storage()
@@ -332,6 +342,22 @@ def artifact_fetch_from_origin(artifact: Artifact) -> Artifact:
             stored_as = storage.save(name, File(temporary))
             if stored_as != name:
                 storage.delete(stored_as)
-    Artifact.objects.filter(pk=artifact.pk).update(storage_name=name)
-    artifact.storage_name = name
+    fields = {
+        "storage_name": name,
+        "format": report.format,
+        "unsafe": report.unsafe,
+        "format_info": report.info,
+    }
+    Artifact.objects.filter(pk=artifact.pk).update(**fields)
+    for field_name, value in fields.items():
+        setattr(artifact, field_name, value)
     return artifact
+
+
+def _filename_of(artifact: Artifact) -> str:
+    """A name a record gives the file (its suffix helps tell formats apart)."""
+    use = (
+        artifact.model_files.values_list("filename", flat=True).first()
+        or artifact.dataset_files.values_list("filename", flat=True).first()
+    )
+    return use or ("paper.pdf" if artifact.papers.exists() else artifact.sha256)

@@ -9,8 +9,10 @@ from django.test import Client
 from django.utils import timezone
 
 from apps.catalog import services
-from apps.catalog.models import Paper, Visibility
+from apps.catalog.models import Artifact, Paper, Visibility
 from apps.federation.models import Peer
+from tests.catalog.conftest import sha256_of, store
+from tests.catalog.samples import safetensors_bytes
 from tests.federation.test_feed import apply_feed
 
 pytestmark = pytest.mark.django_db
@@ -166,3 +168,21 @@ def test_a_private_record_never_reaches_the_mirror(member, institution):
     apply_feed(peer)
 
     assert not Paper.objects.exclude(origin_node="").exists()
+
+
+def test_an_upload_of_bytes_known_from_a_peer_stores_them_here(member, artifact_dir):
+    content = safetensors_bytes(12)
+    known = Artifact.objects.create(
+        sha256=sha256_of(content),
+        size=len(content),
+        format="pickle",  # what a peer claimed; our own reading decides
+        unsafe=True,
+        storage_name="",
+        origin_url="http://127.0.0.1:9/api/v1/artifacts/x/download",
+    )
+
+    stored = store(member, content, "weights.safetensors")
+
+    assert stored.pk == known.pk
+    assert stored.is_stored and (artifact_dir / stored.storage_name).read_bytes() == content
+    assert (stored.format, stored.unsafe) == ("safetensors", False)
