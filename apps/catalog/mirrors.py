@@ -59,8 +59,10 @@ def mirrored(model: type[RecordT], *, node: str, origin_id: str) -> RecordT:
     return record
 
 
-def _save(model: type[RecordT], origin: Origin, fields: dict[str, Any]) -> RecordT:
+def _save(model: type[RecordT], origin: Origin, fields: dict[str, Any]) -> tuple[RecordT, bool]:
+    """Upserts the record by its origin; returns it and whether it is new here."""
     record = model._default_manager.filter(origin_node=origin.node, origin_id=origin.id).first()
+    created = record is None
     if record is None:
         record = model(origin_node=origin.node, origin_id=origin.id)
     for name, value in fields.items():
@@ -72,12 +74,19 @@ def _save(model: type[RecordT], origin: Origin, fields: dict[str, Any]) -> Recor
     related = [field.name for field in model._meta.concrete_fields if field.is_relation]
     record.full_clean(exclude=related, validate_unique=False, validate_constraints=False)
     record.save()
-    return record
+    return record, created
 
 
-def _set_tags(record: Any, names: Sequence[str]) -> None:
+def _set_links(relation: Any, targets: Any, ids: Sequence[str], *, created: bool) -> None:
+    """Sets a record's links; a record new here with none to set needs no query."""
+    if created and not ids:
+        return
+    relation.set(targets)
+
+
+def _set_tags(record: Any, names: Sequence[str], *, created: bool) -> None:
     tags = [Tag.objects.get_or_create(name=slugify(name)[:50])[0] for name in names if name]
-    record.tags.set(tags)
+    _set_links(record.tags, tags, names, created=created)
 
 
 def _artifact(file: MirroredFile) -> Artifact:
@@ -105,7 +114,7 @@ def institution_slug(*, node: str, slug: str) -> str:
 @transaction.atomic
 def institution_mirror(*, origin: Origin, fields: dict[str, Any]) -> Institution:
     fields = {**fields, "slug": institution_slug(node=origin.node, slug=fields["slug"])}
-    return _save(Institution, origin, fields)
+    return _save(Institution, origin, fields)[0]
 
 
 def _owner(origin: Origin, institution_id: str) -> Institution:
@@ -122,10 +131,10 @@ def dataset_mirror(
     files: Sequence[MirroredFile],
 ) -> Dataset:
     owner = _owner(origin, institution)
-    dataset = _save(
+    dataset, created = _save(
         Dataset, origin, {**fields, "institution": owner, "visibility": Visibility.PUBLIC}
     )
-    _set_tags(dataset, tags)
+    _set_tags(dataset, tags, created=created)
     kept = []
     for file in files:
         DatasetFile.objects.update_or_create(
@@ -142,12 +151,12 @@ def benchmark_mirror(
 ) -> Benchmark:
     owner = _owner(origin, institution)
     on = mirrored(Dataset, node=origin.node, origin_id=dataset)
-    benchmark = _save(
+    benchmark, created = _save(
         Benchmark,
         origin,
         {**fields, "institution": owner, "dataset": on, "visibility": Visibility.PUBLIC},
     )
-    _set_tags(benchmark, tags)
+    _set_tags(benchmark, tags, created=created)
     return benchmark
 
 
@@ -170,7 +179,7 @@ def paper_mirror(
     benchmarks: Sequence[str],
 ) -> Paper:
     owner = _owner(origin, institution)
-    paper = _save(
+    paper, created = _save(
         Paper,
         origin,
         {
@@ -181,7 +190,8 @@ def paper_mirror(
             "author_names": "; ".join(author.name for author in authors),
         },
     )
-    paper.authors.all().delete()
+    if not created:
+        paper.authors.all().delete()
     affiliations = {
         institution.origin_id: institution
         for institution in Institution.objects.filter(
@@ -199,9 +209,17 @@ def paper_mirror(
         )
         for position, author in enumerate(authors, start=1)
     )
-    paper.datasets.set(Dataset.objects.filter(origin_node=origin.node, origin_id__in=datasets))
-    paper.benchmarks.set(
-        Benchmark.objects.filter(origin_node=origin.node, origin_id__in=benchmarks)
+    _set_links(
+        paper.datasets,
+        Dataset.objects.filter(origin_node=origin.node, origin_id__in=datasets),
+        datasets,
+        created=created,
+    )
+    _set_links(
+        paper.benchmarks,
+        Benchmark.objects.filter(origin_node=origin.node, origin_id__in=benchmarks),
+        benchmarks,
+        created=created,
     )
     return paper
 
@@ -226,13 +244,21 @@ def model_mirror(
     benchmarks: Sequence[str],
 ) -> ResearchModel:
     owner = _owner(origin, institution)
-    model = _save(
+    model, created = _save(
         ResearchModel, origin, {**fields, "institution": owner, "visibility": Visibility.PUBLIC}
     )
-    _set_tags(model, tags)
-    model.papers.set(Paper.objects.filter(origin_node=origin.node, origin_id__in=papers))
-    model.benchmarks.set(
-        Benchmark.objects.filter(origin_node=origin.node, origin_id__in=benchmarks)
+    _set_tags(model, tags, created=created)
+    _set_links(
+        model.papers,
+        Paper.objects.filter(origin_node=origin.node, origin_id__in=papers),
+        papers,
+        created=created,
+    )
+    _set_links(
+        model.benchmarks,
+        Benchmark.objects.filter(origin_node=origin.node, origin_id__in=benchmarks),
+        benchmarks,
+        created=created,
     )
     for version in versions:
         row, _ = ModelVersion.objects.update_or_create(

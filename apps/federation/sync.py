@@ -291,7 +291,13 @@ def _delete(peer: Peer, record_type: str, origin_id: str) -> bool:
     )
 
 
-def _apply_record(peer: Peer, record: Any, report: SyncReport, synced_at: datetime) -> None:
+def _apply_record(
+    peer: Peer,
+    record: Any,
+    report: SyncReport,
+    synced_at: datetime,
+    waiting: set[tuple[str, str]],
+) -> None:
     """Applies one feed record in a savepoint: a record that fails leaves nothing behind."""
     if not isinstance(record, dict):
         report.rejected += 1
@@ -303,9 +309,10 @@ def _apply_record(peer: Peer, record: Any, report: SyncReport, synced_at: dateti
         return
     try:
         with transaction.atomic():
-            SyncPending.objects.filter(
-                peer=peer, record_type=record_type, origin_id=origin_id
-            ).delete()
+            if (record_type, origin_id) in waiting:
+                SyncPending.objects.filter(
+                    peer=peer, record_type=record_type, origin_id=origin_id
+                ).delete()
             if op == OP_DELETE:
                 report.deleted += _delete(peer, record_type, origin_id)
                 return
@@ -323,6 +330,7 @@ def _apply_record(peer: Peer, record: Any, report: SyncReport, synced_at: dateti
         SyncPending.objects.update_or_create(
             peer=peer, record_type=record_type, origin_id=origin_id, defaults={"payload": record}
         )
+        waiting.add((record_type, origin_id))
         report.pending += 1
     except (InvalidRecord, ValidationError, KeyError, TypeError, ValueError) as error:
         report.rejected += 1
@@ -339,14 +347,15 @@ def _type_order(record: Any) -> int:
 def page_apply(*, peer: Peer, records: list[Any], report: SyncReport) -> None:
     """Applies a page, referenced records first, then whatever was waiting on them."""
     synced_at = timezone.now()
+    # What waits is looked up once a page, not once a record.
+    waiting = set(SyncPending.objects.filter(peer=peer).values_list("record_type", "origin_id"))
     for record in sorted(records, key=_type_order):
-        _apply_record(peer, record, report, synced_at)
-    waiting = sorted(
-        (pending.payload for pending in SyncPending.objects.filter(peer=peer)), key=_type_order
-    )
+        _apply_record(peer, record, report, synced_at, waiting)
+    pending = list(SyncPending.objects.filter(peer=peer))
+    waiting = {(item.record_type, item.origin_id) for item in pending}
     before = report.pending
-    for record in waiting:
-        _apply_record(peer, record, report, synced_at)
+    for record in sorted((item.payload for item in pending), key=_type_order):
+        _apply_record(peer, record, report, synced_at, waiting)
     report.pending = before
 
 

@@ -262,3 +262,22 @@ def test_results_are_mirrored_on_the_mirrored_benchmark_without_host_details(
         metric=evaluation_selectors.leaderboard_metric(benchmark, "accuracy"),
     )
     assert [entry.result.pk for entry in board] == [mirrored.pk]
+
+
+def test_a_record_that_arrives_before_what_it_refers_to_waits_then_applies(
+    member, institution, loopback_peer
+):
+    paper = services.paper_create(user=member, institution=institution, title="Early bird")
+    records, _ = read_all()
+    institutions = [r for r in records if r["type"] == "institution"]
+    papers = [r for r in records if r["type"] == "paper"]
+
+    first = SyncReport()
+    page_apply(peer=loopback_peer, records=papers, report=first)
+    assert first.pending == 1 and not mirrors(Paper).exists()
+
+    second = SyncReport()
+    page_apply(peer=loopback_peer, records=institutions, report=second)
+
+    assert list(mirrors(Paper).values_list("origin_id", flat=True)) == [str(paper.pk)]
+    assert not loopback_peer.pending.exists()
