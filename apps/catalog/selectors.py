@@ -231,13 +231,18 @@ def artifact_get(*, user: Viewer, sha256: str) -> Artifact:
         )
     else:
         readable_versions = readable_versions.filter(published_at__isnull=False)
-    used_by_visible_record = (
-        Exists(ModelFile.objects.filter(artifact=artifact, version__in=readable_versions))
-        | Exists(
-            DatasetFile.objects.filter(artifact=artifact).filter(visible_to(user, "dataset__"))
-        )
-        | Exists(Paper.objects.filter(pdf=artifact).filter(visible_to(user)))
+    model_files = ModelFile.objects.filter(artifact=artifact, version__in=readable_versions)
+    dataset_files = DatasetFile.objects.filter(artifact=artifact).filter(
+        visible_to(user, "dataset__")
     )
+    papers = Paper.objects.filter(pdf=artifact).filter(visible_to(user))
+    if not artifact.origin_url:
+        # Bytes of this node: a peer naming their digest in its feed must not make them
+        # readable here, so only local records count.
+        model_files = model_files.filter(version__model__origin_node="")
+        dataset_files = dataset_files.filter(dataset__origin_node="")
+        papers = papers.filter(origin_node="")
+    used_by_visible_record = Exists(model_files) | Exists(dataset_files) | Exists(papers)
     if not Artifact.objects.filter(pk=artifact.pk).filter(used_by_visible_record).exists():
         raise Http404("No such artifact, or you may not read it.")
     return artifact

@@ -94,7 +94,12 @@ def artifact_store(
     if existing is not None:
         # Known from a peer's feed but not fetched yet: these bytes complete it, read by us.
         Artifact.objects.filter(pk=existing.pk).update(
-            storage_name=name, format=report.format, unsafe=report.unsafe, format_info=report.info
+            storage_name=name,
+            size=size,
+            format=report.format,
+            unsafe=report.unsafe,
+            format_info=report.info,
+            origin_url="",
         )
         existing.refresh_from_db()
         return existing
@@ -160,11 +165,17 @@ def _readable_artifact(user: User, sha256: str, *, field: str) -> Artifact:
     """An artifact the caller may read: knowing a digest must not let anyone attach (and then
     download) someone else's private file."""
     try:
-        return selectors.artifact_get(user=user, sha256=sha256)
+        artifact = selectors.artifact_get(user=user, sha256=sha256)
     except Http404 as error:
         raise ValidationError(
             {field: f"No artifact with sha256 {sha256} that you can read on this node."}
         ) from error
+    if not artifact.is_stored:
+        # Only a peer's word says what it is until its bytes are fetched and read here.
+        raise ValidationError(
+            {field: f"sha256 {sha256} is a mirrored file not fetched yet: download it first."}
+        )
+    return artifact
 
 
 def _artifacts_by_digest(

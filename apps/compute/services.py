@@ -471,6 +471,13 @@ def _check_runnable(*, version: ModelVersion, benchmark: Benchmark) -> None:
         raise ValidationError(
             {"model_version": f"Version {version.label} is a draft: publish it to evaluate it."}
         )
+    if version.files.filter(artifact__storage_name="").exists():
+        raise ValidationError(
+            {
+                "model_version": f"Version {version.label} is mirrored from another node and its "
+                "files have not been fetched and checked here yet: download them once first."
+            }
+        )
     if version.files.filter(artifact__unsafe=True).exists():
         raise ValidationError(
             {

@@ -148,7 +148,7 @@ class PeerSyncApi(APIView):
         peer = get_object_or_404(Peer, pk=peer_id)
         try:
             report = services.peer_sync_now(peer_id=peer.pk)
-        except client.FederationError as error:
+        except (client.FederationError, ValueError) as error:
             raise serializers.ValidationError(f"The sync stopped: {error}") from error
         return Response(SyncReportOutput(report.as_dict()).data)
 

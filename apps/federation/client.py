@@ -13,9 +13,11 @@ The breaker is written in the caller's transaction: from a Celery task (the sync
 inside a request that is then refused it is rolled back with the rest of the request.
 """
 
+import ipaddress
 import json as jsonlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -176,12 +178,30 @@ def _identity_problem(document: Any, node_id: str) -> str | None:
     return None
 
 
+def _require_public_address(node_id: str) -> None:
+    """Anyone may ask to peer, naming any address: unless this node is set to federate on a
+    private network (FEDERATION_ALLOW_PRIVATE_ADDRESSES), an address that resolves to a
+    loopback, private, link-local or reserved one is never called."""
+    if settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES:
+        return
+    host = urlsplit(node_id).hostname or ""
+    try:
+        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
+    except (OSError, UnicodeError) as error:
+        raise NotAPeer(f"{host} cannot be resolved.") from error
+    for address in resolved:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        if not ip.is_global:
+            raise NotAPeer(f"{host} is not a public address; this node calls only public ones.")
+
+
 def fetch_identity(base_url: str) -> dict[str, Any]:
     """A node's well-known document (unsigned GET, one attempt, no redirects), checked: its
     node_id must be the base URL asked for and its keys well formed."""
     node_id = base_url.rstrip("/")
     if urlsplit(node_id).scheme not in ("http", "https") or not urlsplit(node_id).netloc:
         raise NotAPeer(f"{base_url!r} is not a node's base URL (http or https).")
+    _require_public_address(node_id)
     url = node_id + WELL_KNOWN_PATH
     prepared = _session().prepare_request(requests.Request("GET", url))
     what = f"The identity document of {node_id}"
@@ -397,6 +417,11 @@ def _guarded(peer: Peer, call: Any) -> Any:
     return result
 
 
+def _refuse_constant(name: str) -> float:
+    """NaN and Infinity are not JSON, and PostgreSQL's jsonb refuses them."""
+    raise ValueError(f"{name} is not a JSON number.")
+
+
 def peer_call(
     peer: Peer,
     method: str,
@@ -430,9 +455,11 @@ def peer_call(
         if not body:
             return None
         try:
-            return jsonlib.loads(body)
+            return jsonlib.loads(body, parse_constant=_refuse_constant)
         except ValueError as error:
-            raise InvalidPeerAnswer(f"{peer.node_id} answered {path} with no JSON.") from error
+            raise InvalidPeerAnswer(
+                f"{peer.node_id} answered {path} with no JSON ({error})."
+            ) from error
 
     return _guarded(peer, call)
 

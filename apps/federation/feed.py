@@ -51,7 +51,7 @@ def public_records(record_type: str) -> QuerySet:
         return Dataset.objects.filter(origin_node="", visibility=PUBLIC)
     if record_type == "benchmark":
         return Benchmark.objects.filter(
-            origin_node="", visibility=PUBLIC, dataset__visibility=PUBLIC
+            origin_node="", visibility=PUBLIC, dataset__visibility=PUBLIC, dataset__origin_node=""
         )
     if record_type == "paper":
         return Paper.objects.filter(origin_node="", visibility=PUBLIC)
@@ -63,6 +63,7 @@ def public_records(record_type: str) -> QuerySet:
             origin_node="",
             model_version__model__origin_node="",
             benchmark__origin_node="",
+            benchmark__dataset__origin_node="",
             model_version__published_at__isnull=False,
             model_version__model__visibility=PUBLIC,
             benchmark__visibility=PUBLIC,

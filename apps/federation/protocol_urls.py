@@ -1,3 +1,4 @@
+from django.db import transaction
 from django.urls import path
 
 from apps.federation import protocol_views
@@ -7,5 +8,11 @@ urlpatterns = [
     path(".well-known/research-exchange", protocol_views.well_known, name="well-known"),
     path(PEERING_REQUEST_PATH.lstrip("/"), protocol_views.PeeringRequestApi.as_view()),
     path(PEERING_STATE_PATH.lstrip("/"), protocol_views.PeeringStateApi.as_view()),
-    path(FEED_PATH.lstrip("/"), protocol_views.FeedApi.as_view(), name="federation-feed"),
+    # Outside a request transaction: the sequencer's lock is released before the page renders,
+    # so writers and other peers' pulls do not wait behind it.
+    path(
+        FEED_PATH.lstrip("/"),
+        transaction.non_atomic_requests(protocol_views.FeedApi.as_view()),
+        name="federation-feed",
+    ),
 ]

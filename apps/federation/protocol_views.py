@@ -92,10 +92,8 @@ class PeeringRequestApi(ProtocolView):
             raise exceptions.ValidationError(
                 {"node_id": "The node id must be the node whose key signed the request."}
             )
-        identity = signed.identity
-        if identity is None:  # a known peer asking again: its pinned keys signed
-            identity = {"name": data.validated_data.get("name", "")}
-        peer = services.peering_request_receive(node_id=signed.node_id, identity=identity)
+        # None for a known peer asking again (its pinned keys signed): what we know stays.
+        peer = services.peering_request_receive(node_id=signed.node_id, identity=signed.identity)
         return Response({"state": peer.state}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -165,7 +165,7 @@ def peer_add(*, base_url: str, actor: User) -> Peer:
 
 
 @transaction.atomic
-def peering_request_receive(*, node_id: str, identity: dict[str, Any]) -> Peer:
+def peering_request_receive(*, node_id: str, identity: dict[str, Any] | None) -> Peer:
     """Another node asks to peer (its signature already checked with the keys of its
     well-known document). It waits for our staff; a node we asked ourselves is approved."""
     peer = Peer.objects.select_for_update().filter(node_id=node_id).first()
@@ -173,10 +173,12 @@ def peering_request_receive(*, node_id: str, identity: dict[str, Any]) -> Peer:
         raise PermissionDenied("This node revoked the peering; it cannot be asked again.")
     if peer is None:
         peer = Peer(node_id=node_id, state=State.PENDING)
-    for name, value in _identity_fields(identity).items():
-        setattr(peer, name, value)
+    if identity is not None:
+        for name, value in _identity_fields(identity).items():
+            setattr(peer, name, value)
     peer.save()
-    peer_keys_pin(peer=peer, identity=identity)
+    if identity is not None:
+        peer_keys_pin(peer=peer, identity=identity)
     if peer.state in (State.APPROVED, State.SUSPENDED):
         return peer
     if peer.state == State.REQUESTED:
@@ -288,6 +290,8 @@ def peers_sync_due() -> None:
             peer_sync_now(peer_id=peer.pk)
         except (client.FederationError, ValueError):
             continue  # kept on the peer; the next beat tries again (the breaker paces it)
+        except Exception:  # one peer's failure must not stop the others' syncs
+            logger.exception("Sync with %s failed", peer.node_id)
 
 
 def _origin_peer(artifact: Artifact) -> Peer:

@@ -65,9 +65,15 @@ def _part_changed(sender: type[Model], instance: Any, **kwargs: Any) -> None:
 
 
 def _links_changed(sender: type[Model], instance: Any, action: str, **kwargs: Any) -> None:
-    if not action.startswith("post_") or type(instance) not in RECORD_TYPE_OF:
+    if not action.startswith("post_"):
         return
-    if not instance.origin_node:
+    if kwargs.get("reverse"):
+        # Changed from the other side (paper.models.add(model)): the linking records changed.
+        linking = kwargs.get("model")
+        if linking in RECORD_TYPE_OF and kwargs.get("pk_set"):
+            feed_touch(record_type=RECORD_TYPE_OF[linking], ids=kwargs["pk_set"], local_only=True)
+        return
+    if type(instance) in RECORD_TYPE_OF and not instance.origin_node:
         feed_touch(record_type=RECORD_TYPE_OF[type(instance)], ids=[instance.pk])
 
 

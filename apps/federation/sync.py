@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
@@ -38,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 class InvalidRecord(ValueError):
     """A feed record that does not have the shape the protocol gives it."""
+
+
+# What refuses one record and leaves the rest of the page to apply; a database error (a slug
+# taken twice, a value PostgreSQL refuses, a mirror local records still depend on) included.
+REFUSED = (InvalidRecord, ValidationError, DatabaseError, KeyError, TypeError, ValueError)
 
 
 @dataclass
@@ -332,7 +337,14 @@ def _apply_record(
         )
         waiting.add((record_type, origin_id))
         report.pending += 1
-    except (InvalidRecord, ValidationError, KeyError, TypeError, ValueError) as error:
+    except (
+        InvalidRecord,
+        ValidationError,
+        DatabaseError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as error:
         report.rejected += 1
         message = f"{record_type} {origin_id}: {error}"
         report.refusals.append(message)
@@ -383,7 +395,7 @@ def peer_sync(*, peer: Peer, fetch_page: FetchPage, max_pages: int | None = None
             locked.save(update_fields=["feed_cursor", "last_synced_at", "updated_at"])
             peer = locked
         report.pages += 1
-        if not page.get("has_more"):
+        if not page.get("has_more") or next_cursor == cursor:  # a cursor that does not move
             break
     report.pending = SyncPending.objects.filter(peer=peer).count()
     return report

@@ -286,6 +286,9 @@ FEDERATION_KEY_DIR = Path(env.str("FEDERATION_KEY_DIR", default=str(VAR_DIR / "k
 FEDERATION_PRIVATE_KEY = env.str("FEDERATION_PRIVATE_KEY", default="")
 # After a rotation the old key is still accepted (and published as retiring) this long.
 FEDERATION_KEY_GRACE_SECONDS = env.int("FEDERATION_KEY_GRACE_SECONDS", default=7 * 24 * 3600)
+# Whether peers may be on private networks (loopback, RFC 1918, link-local). Off by default:
+# anyone may ask to peer, and this node then calls the address it was given.
+FEDERATION_ALLOW_PRIVATE_ADDRESSES = env.bool("FEDERATION_ALLOW_PRIVATE_ADDRESSES", default=False)
 # Signed requests: how far `created` may be from now, either way.
 FEDERATION_SIGNATURE_WINDOW_SECONDS = 300
 # A key id a peer's signature names that we have not pinned is looked up at most this often.

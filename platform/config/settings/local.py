@@ -8,3 +8,6 @@ DEBUG = env.bool("DEBUG", default=True)
 SECRET_KEY = env.str(
     "SECRET_KEY", default="local-development-only-key-never-use-in-production-5d1f9c2a"
 )
+
+# The demo's nodes, and a developer's, peer on 127.0.0.1.
+FEDERATION_ALLOW_PRIVATE_ADDRESSES = env.bool("FEDERATION_ALLOW_PRIVATE_ADDRESSES", default=True)

@@ -31,3 +31,6 @@ REST_FRAMEWORK = {
 
 # The suite's node keys live in a folder of their own, never in the repository's var dir.
 FEDERATION_KEY_DIR = Path(tempfile.mkdtemp(prefix="research-exchange-test-keys-"))
+
+# The suite's peers are nodes on 127.0.0.1.
+FEDERATION_ALLOW_PRIVATE_ADDRESSES = True

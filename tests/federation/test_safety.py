@@ -1,0 +1,139 @@
+"""What a peer, or anyone who can reach a node, must not be able to make it do."""
+
+import pytest
+from django.conf import settings
+from django.core.exceptions import ValidationError
+
+from apps.catalog import services
+from apps.catalog.models import Artifact, Dataset, Visibility
+from apps.federation import client
+from apps.federation.feed import public_records
+from apps.federation.models import Peer
+from apps.federation.sync import SyncReport, page_apply
+from tests.catalog.conftest import sha256_of, store
+from tests.catalog.samples import safetensors_bytes
+
+pytestmark = pytest.mark.django_db
+
+NODE = settings.FEDERATION_NODE_URL
+
+
+@pytest.fixture
+def loopback_peer(db):
+    return Peer.objects.create(node_id=NODE, state=Peer.State.APPROVED)
+
+
+def dataset_record(origin_id: str, institution_id: int, *, slug: str, files=()) -> dict:
+    return {
+        "type": "dataset", "id": origin_id, "op": "upsert",
+        "url": f"{NODE}/datasets/{origin_id}/",
+        "data": {"institution": str(institution_id), "name": f"Data {origin_id}", "slug": slug,
+                 "license": "CC0-1.0", "files": list(files)},
+    }  # fmt: skip
+
+
+def institution_record(institution) -> dict:
+    return {
+        "type": "institution", "id": str(institution.pk), "op": "upsert",
+        "url": f"{NODE}/institutions/{institution.slug}/",
+        "data": {"name": institution.name, "slug": institution.slug, "country": "NL"},
+    }  # fmt: skip
+
+
+def test_an_address_on_a_private_network_is_never_called_unless_allowed(settings, staff):
+    settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES = False
+
+    for address in ("http://127.0.0.1:9", "http://10.0.0.5:6379", "http://[::1]:80"):
+        with pytest.raises(client.NotAPeer, match="not a public address"):
+            client.fetch_identity(address)
+
+
+def test_a_peer_naming_a_private_files_digest_does_not_make_it_readable(
+    member, institution, api_client, artifact_dir, loopback_peer
+):
+    secret = store(member, safetensors_bytes(9), "secret.safetensors")
+    services.dataset_create(
+        user=member, institution=institution, name="Private data", slug="private-data",
+        license="CC0-1.0", visibility=Visibility.PRIVATE,
+        files=[("secret.safetensors", secret.sha256)],
+    )  # fmt: skip
+    claimed = {
+        "filename": "x.safetensors", "sha256": secret.sha256, "size": secret.size,
+        "format": "safetensors", "url": f"{NODE}/api/v1/artifacts/{secret.sha256}/download",
+    }  # fmt: skip
+    report = SyncReport()
+
+    page_apply(
+        peer=loopback_peer,
+        records=[
+            institution_record(institution),
+            dataset_record("77", institution.pk, slug="bait", files=[claimed]),
+        ],
+        report=report,
+    )
+
+    assert report.rejected == 0 and Dataset.objects.exclude(origin_node="").count() == 1
+    assert api_client.get(f"/api/v1/artifacts/{secret.sha256}/").status_code == 404
+    assert api_client.get(f"/api/v1/artifacts/{secret.sha256}/download").status_code == 404
+
+
+def test_a_file_only_a_peer_has_described_is_not_attached_until_read_here(
+    member, institution, artifact_dir, loopback_peer
+):
+    content = safetensors_bytes(5)
+    described = {
+        "filename": "w.safetensors", "sha256": sha256_of(content), "size": len(content),
+        "format": "safetensors", "url": f"{NODE}/api/v1/artifacts/x/download",
+    }  # fmt: skip
+    page_apply(
+        peer=loopback_peer,
+        records=[
+            institution_record(institution),
+            dataset_record("8", institution.pk, slug="w", files=[described]),
+        ],
+        report=SyncReport(),
+    )
+    assert not Artifact.objects.get(sha256=sha256_of(content)).is_stored
+    model = services.model_create(
+        user=member, institution=institution, name="M", slug="m", license="MIT"
+    )
+
+    with pytest.raises(ValidationError, match="not fetched yet"):
+        services.version_create(
+            user=member, model=model, label="1", files=[("w.safetensors", sha256_of(content))]
+        )
+
+
+def test_a_record_the_database_refuses_is_refused_alone(institution, loopback_peer):
+    report = SyncReport()
+
+    page_apply(
+        peer=loopback_peer,
+        records=[
+            institution_record(institution),
+            dataset_record("1", institution.pk, slug="same"),
+            dataset_record("2", institution.pk, slug="same"),  # one slug twice: a unique clash
+            dataset_record("3", institution.pk, slug="other"),
+        ],
+        report=report,
+    )
+
+    assert report.rejected == 1
+    mirrored = set(Dataset.objects.exclude(origin_node="").values_list("origin_id", flat=True))
+    assert mirrored == {"1", "3"}
+
+
+def test_a_benchmark_on_a_peers_dataset_is_not_fed_as_ours(
+    member, institution, loopback_peer, make_benchmark
+):
+    page_apply(
+        peer=loopback_peer,
+        records=[institution_record(institution), dataset_record("5", institution.pk, slug="d")],
+        report=SyncReport(),
+    )
+    mirror = Dataset.objects.exclude(origin_node="").get()
+    local = make_benchmark(member, institution)
+    local.dataset = mirror
+    local.save()
+
+    assert not public_records("benchmark").filter(pk=local.pk).exists()
