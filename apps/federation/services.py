@@ -17,7 +17,6 @@ from django.core.files import File
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from apps.accounts.models import Institution, User
 from apps.catalog.formats import InvalidArtifact, inspect_artifact
@@ -33,7 +32,8 @@ from apps.federation.contract import (
     WELL_KNOWN_PATH,
 )
 from apps.federation.keys import node_key_ensure, published_keys
-from apps.federation.models import Peer, PeerEvent, PeerKey
+from apps.federation.models import Peer, PeerEvent
+from apps.federation.signatures import peer_keys_pin
 from apps.federation.sync import SyncReport, peer_sync
 
 logger = logging.getLogger(__name__)
@@ -105,21 +105,6 @@ def _identity_fields(identity: dict[str, Any]) -> dict[str, Any]:
         "capabilities": [str(c)[:64] for c in identity.get("capabilities", [])][:50],
         "identity_fetched_at": timezone.now(),
     }
-
-
-def peer_keys_pin(*, peer: Peer, identity: dict[str, Any]) -> None:
-    """Pins the keys a peer's well-known document lists: new ones are added; for a key already
-    pinned only its validity changes (a key id never gets another public key)."""
-    for key in identity.get("keys", []):
-        valid_until = parse_datetime(key["valid_until"]) if key.get("valid_until") else None
-        pinned, created = PeerKey.objects.get_or_create(
-            peer=peer,
-            key_id=key["key_id"],
-            defaults={"public_key": key["public_key"], "retiring_until": valid_until},
-        )
-        if not created and pinned.retiring_until != valid_until:
-            pinned.retiring_until = valid_until
-            pinned.save(update_fields=["retiring_until"])
 
 
 def _remote_error(error: Exception) -> ValidationError:
@@ -214,6 +199,12 @@ def peer_transition(*, peer: Peer, action: str, actor: User, note: str = "") -> 
             )
         if action == "reinstate" and peer.suspended_by_peer:
             raise ValidationError("The peer suspended this peering: only it can reinstate it.")
+        last = peer.events.first()
+        if action == "approve" and peer.state == State.REFUSED and last and last.by_peer:
+            raise ValidationError(
+                "The peer refused this peering: only a new request (add the peer again) can "
+                "reopen it."
+            )
         _event(peer, to_state=to_state, actor=actor, by_peer=False, note=note)
         peer.suspended_by_peer = False
         if to_state == State.APPROVED:

@@ -11,6 +11,7 @@ once what its signer asked for once. A replay of a request that succeeded is ref
 
 import logging
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
@@ -123,8 +124,17 @@ def peer_keys_refresh(*, peer: Peer) -> bool:
         # Info only: the refusal that follows is the one warning of this request.
         logger.info("Could not refetch the keys of %s: %s", peer.node_id, error)
         return False
-    for entry in identity["keys"]:
-        # A pinned key id keeps its public key: only its validity follows the document.
+    peer_keys_pin(peer=peer, identity=identity)
+    return True
+
+
+def peer_keys_pin(*, peer: Peer, identity: Mapping[str, Any]) -> None:
+    """Pins the keys a peer's well-known document lists. A new key id is added; a pinned key id
+    keeps its public key and follows the document's validity; a pinned key the document no
+    longer lists is accepted no more (a peer withdraws a compromised key by dropping it)."""
+    listed = []
+    for entry in identity.get("keys", []):
+        listed.append(entry["key_id"])
         pinned, made = PeerKey.objects.get_or_create(
             peer=peer,
             key_id=entry["key_id"],
@@ -136,7 +146,10 @@ def peer_keys_refresh(*, peer: Peer) -> bool:
         if not made and pinned.public_key == entry["public_key"]:
             pinned.retiring_until = client.parse_valid_until(entry)
             pinned.save(update_fields=["retiring_until"])
-    return True
+    now = timezone.now()
+    PeerKey.objects.filter(peer=peer).exclude(key_id__in=listed).filter(
+        Q(retiring_until__isnull=True) | Q(retiring_until__gt=now)
+    ).update(retiring_until=now)
 
 
 def _key_for_peer(peer: Peer, params: SignatureParams) -> Ed25519PublicKey:

@@ -3,12 +3,15 @@
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.utils import timezone
 
 from apps.catalog import services
 from apps.catalog.models import Artifact, Dataset, Visibility
 from apps.federation import client
 from apps.federation.feed import public_records
 from apps.federation.models import Peer
+from apps.federation.services import peer_state_receive, peer_transition
+from apps.federation.signatures import peer_keys_pin
 from apps.federation.sync import SyncReport, page_apply
 from tests.catalog.conftest import sha256_of, store
 from tests.catalog.samples import safetensors_bytes
@@ -137,3 +140,30 @@ def test_a_benchmark_on_a_peers_dataset_is_not_fed_as_ours(
     local.save()
 
     assert not public_records("benchmark").filter(pk=local.pk).exists()
+
+
+def test_a_key_the_peer_stops_publishing_is_accepted_no_more(db):
+    peer = Peer.objects.create(node_id="http://127.0.0.1:9", state=Peer.State.APPROVED)
+    keep, drop = "A" * 43, "B" * 43
+    peer_keys_pin(
+        peer=peer,
+        identity={
+            "keys": [{"key_id": "k1", "public_key": keep}, {"key_id": "k2", "public_key": drop}]
+        },
+    )
+
+    peer_keys_pin(peer=peer, identity={"keys": [{"key_id": "k1", "public_key": keep}]})
+
+    keys = {key.key_id: key.retiring_until for key in peer.keys.all()}
+    assert keys["k1"] is None
+    assert keys["k2"] is not None and keys["k2"] <= timezone.now()
+
+
+def test_a_peering_the_peer_refused_is_not_approved_here_alone(staff):
+    peer = Peer.objects.create(node_id="http://127.0.0.1:9", state=Peer.State.REQUESTED)
+    peer_state_receive(peer=peer, state=Peer.State.REFUSED)
+
+    with pytest.raises(ValidationError, match="only a new request"):
+        peer_transition(peer=peer, action="approve", actor=staff)
+    peer.refresh_from_db()
+    assert peer.state == Peer.State.REFUSED
