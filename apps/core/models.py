@@ -15,7 +15,3 @@ class MirrorOrigin(models.Model):
 
     class Meta:
         abstract = True
-
-    @property
-    def is_mirrored(self) -> bool:
-        return bool(self.origin_node)
