@@ -332,6 +332,13 @@ def _apply_record(
             APPLY[record_type](origin, peer, record["data"])
             report.upserted += 1
     except MissingReference:
+        if (record_type, origin_id) not in waiting and len(
+            waiting
+        ) >= settings.FEDERATION_MAX_PENDING:
+            # A peer cannot fill this node with records that never resolve.
+            report.rejected += 1
+            report.refusals.append(f"{record_type} {origin_id}: too many records wait already.")
+            return
         SyncPending.objects.update_or_create(
             peer=peer, record_type=record_type, origin_id=origin_id, defaults={"payload": record}
         )

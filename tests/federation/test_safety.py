@@ -167,3 +167,16 @@ def test_a_peering_the_peer_refused_is_not_approved_here_alone(staff):
         peer_transition(peer=peer, action="approve", actor=staff)
     peer.refresh_from_db()
     assert peer.state == Peer.State.REFUSED
+
+
+def test_a_peer_cannot_fill_the_node_with_records_that_never_resolve(
+    settings, institution, loopback_peer
+):
+    settings.FEDERATION_MAX_PENDING = 2
+    orphans = [dataset_record(str(n), 999_999, slug=f"o{n}") for n in range(5)]
+    report = SyncReport()
+
+    page_apply(peer=loopback_peer, records=orphans, report=report)
+
+    assert loopback_peer.pending.count() == 2
+    assert report.rejected == 3

@@ -303,6 +303,8 @@ FEDERATION_BACKOFF_SECONDS = env.float("FEDERATION_BACKOFF_SECONDS", default=0.5
 # again only after FEDERATION_PROBE_INTERVAL_SECONDS (doubling up to an hour).
 FEDERATION_FAILURE_THRESHOLD = env.int("FEDERATION_FAILURE_THRESHOLD", default=5)
 FEDERATION_PROBE_INTERVAL_SECONDS = env.int("FEDERATION_PROBE_INTERVAL_SECONDS", default=60)
+# Records of one peer that may wait for what they refer to; beyond, they are refused.
+FEDERATION_MAX_PENDING = env.int("FEDERATION_MAX_PENDING", default=10_000)
 # Records per page of the change feed.
 FEDERATION_FEED_PAGE_SIZE = env.int("FEDERATION_FEED_PAGE_SIZE", default=500)
 FEDERATION_SYNC_INTERVAL_SECONDS = env.int("FEDERATION_SYNC_INTERVAL_SECONDS", default=30)
