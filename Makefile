@@ -16,7 +16,12 @@ PEER_VAR_DIR ?= $(PLATFORM_VAR_DIR)/peer-node
 PEER_WEB_PORT ?= $(shell echo $$(($(WEB_PORT) + 1)))
 FEDERATION_NODE_URL ?= http://127.0.0.1:$(WEB_PORT)
 export PYTHONPATH := platform
-export WEB_PORT PEER_WEB_PORT PEER_VAR_DIR FEDERATION_NODE_URL
+export WEB_PORT
+# Only the run command's processes get these: exported for every target, they would reach
+# the test suite's own `make run` from `make test` and point it at the wrong node and folder.
+run: export PEER_WEB_PORT := $(PEER_WEB_PORT)
+run: export PEER_VAR_DIR := $(PEER_VAR_DIR)
+run: export FEDERATION_NODE_URL := $(FEDERATION_NODE_URL)
 
 .PHONY: run test lint install clean
 
