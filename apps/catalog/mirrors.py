@@ -26,6 +26,7 @@ from apps.catalog.models import (
     Tag,
     Visibility,
 )
+from apps.catalog.services import _validate_metrics
 
 RecordT = TypeVar("RecordT", bound=Model)
 
@@ -151,10 +152,18 @@ def benchmark_mirror(
 ) -> Benchmark:
     owner = _owner(origin, institution)
     on = mirrored(Dataset, node=origin.node, origin_id=dataset)
+    # Leaderboards read the metrics: they take the shape a local benchmark's must have.
+    metrics = _validate_metrics(fields.get("metrics", []))
     benchmark, created = _save(
         Benchmark,
         origin,
-        {**fields, "institution": owner, "dataset": on, "visibility": Visibility.PUBLIC},
+        {
+            **fields,
+            "metrics": metrics,
+            "institution": owner,
+            "dataset": on,
+            "visibility": Visibility.PUBLIC,
+        },
     )
     _set_tags(benchmark, tags, created=created)
     return benchmark

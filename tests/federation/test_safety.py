@@ -180,3 +180,24 @@ def test_a_peer_cannot_fill_the_node_with_records_that_never_resolve(
 
     assert loopback_peer.pending.count() == 2
     assert report.rejected == 3
+
+
+def test_a_benchmark_whose_metrics_would_break_its_leaderboard_is_refused(
+    institution, loopback_peer, client
+):
+    records = [institution_record(institution), dataset_record("9", institution.pk, slug="d9")]
+    for origin_id, metrics in (("b1", ["accuracy"]), ("b2", [{}]), ("b3", "accuracy")):
+        records.append(
+            {
+                "type": "benchmark", "id": origin_id, "op": "upsert",
+                "url": f"{NODE}/benchmarks/{origin_id}/",
+                "data": {"institution": str(institution.pk), "dataset": "9",
+                         "name": origin_id, "slug": origin_id, "metrics": metrics},
+            }
+        )  # fmt: skip
+    report = SyncReport()
+
+    page_apply(peer=loopback_peer, records=records, report=report)
+
+    assert report.rejected == 3
+    assert client.get("/benchmarks/").status_code == 200
