@@ -149,6 +149,9 @@ class Benchmark(CatalogRecord):
     # Whether only fully isolated evaluations (bubblewrap on the worker) may count; None: the
     # default, required for public benchmarks.
     requires_full_isolation = models.BooleanField(null=True, blank=True, default=None)
+    # How far a reproduction's metric may be from the original's and still agree (absolute);
+    # 0 asks for exact equality, which CPU evaluations with a fixed seed give.
+    reproduction_tolerance = models.FloatField(default=0.0, validators=[MinValueValidator(0.0)])
     tags = models.ManyToManyField(Tag, blank=True, related_name="benchmarks")
 
     class Meta:

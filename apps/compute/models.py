@@ -14,6 +14,7 @@ from django.db.models import Q
 
 from apps.accounts.models import Institution
 from apps.catalog.models import Benchmark, ModelVersion, Paper, ResearchModel
+from apps.core.models import MirrorOrigin
 
 validate_pool_name = RegexValidator(
     r"^[a-z0-9][a-z0-9-]{0,47}$",
@@ -146,8 +147,12 @@ class ComputeRequest(models.Model):
         return f"{self.gpu_hours} GPU-h for {self.institution.slug} ({self.state})"
 
 
-class Allocation(models.Model):
-    """A GPU-hour budget an institution's researchers spend within a window."""
+class Allocation(MirrorOrigin):
+    """A GPU-hour budget an institution's researchers spend within a window.
+
+    An allocation with an origin node is a grant that peer node made to one of our institutions:
+    it is spent on that node's pool through remote jobs, never on ours, and the peer keeps its
+    figures (we show what it announced)."""
 
     institution = models.ForeignKey(
         Institution, on_delete=models.PROTECT, related_name="allocations"
@@ -175,7 +180,12 @@ class Allocation(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(ends_at__gt=models.F("starts_at")), name="allocation_window_ordered"
-            )
+            ),
+            models.UniqueConstraint(
+                fields=["origin_node", "origin_id"],
+                condition=~Q(origin_node=""),
+                name="unique_allocation_origin",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -236,6 +246,9 @@ class Job(models.Model):
     priority = models.SmallIntegerField(
         default=0, validators=[MinValueValidator(-100), MaxValueValidator(100)]
     )
+    # Submitted by a peer node for one of its researchers: its code is untrusted by definition,
+    # so it runs only on a node that fully isolates evaluations.
+    from_peer = models.BooleanField(default=False)
     state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
     attempt = models.PositiveSmallIntegerField(default=0)
     max_attempts = models.PositiveSmallIntegerField(default=3)

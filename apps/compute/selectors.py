@@ -57,9 +57,9 @@ def fair_shares(*, now: datetime) -> dict[int, float]:
     """Each institution's fair-share factor, from its decayed usage and current allocations."""
     usage = {u.institution_id: usage_decayed(u, now) for u in InstitutionUsage.objects.all()}
     allocated: dict[int, float] = defaultdict(float)
-    current = Allocation.objects.filter(starts_at__lte=now, ends_at__gt=now).values_list(
-        "institution_id", "budget_gpu_seconds"
-    )
+    current = Allocation.objects.filter(
+        starts_at__lte=now, ends_at__gt=now, origin_node=""
+    ).values_list("institution_id", "budget_gpu_seconds")
     for institution_id, budget in current:
         allocated[institution_id] += budget
     return scheduling.fair_share_factors(decayed_usage=usage, allocations=allocated)
@@ -84,6 +84,7 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
         "time_limit_minutes",
         "benchmark__requires_full_isolation",
         "benchmark__visibility",
+        "from_peer",
         "benchmark__institution_id",
     )
     return [
@@ -96,7 +97,8 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
             gpu_memory_gb=gpu_memory_gb,
             gpu_class=gpu_class,
             time_limit=timedelta(minutes=minutes),
-            full_isolation=required if required is not None else visibility == Visibility.PUBLIC,
+            full_isolation=from_peer
+            or (required if required is not None else visibility == Visibility.PUBLIC),
             benchmark_institution_id=benchmark_institution_id,
         )
         for (
@@ -110,6 +112,7 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
             minutes,
             required,
             visibility,
+            from_peer,
             benchmark_institution_id,
         ) in rows
     ]
@@ -400,7 +403,10 @@ def job_isolation_terms(*, job: Job, node: ComputeNode) -> dict[str, object]:
     institution and an admin marked the node trusted-only), so a worker that cannot isolate
     may run it."""
     benchmark = job.benchmark
+    full = job.from_peer or benchmark.full_isolation_required
     return {
-        "isolation_required": "full" if benchmark.full_isolation_required else "any",
-        "trusted": node.trusted_only and benchmark.institution_id == node.institution_id,
+        "isolation_required": "full" if full else "any",
+        "trusted": not job.from_peer
+        and node.trusted_only
+        and benchmark.institution_id == node.institution_id,
     }

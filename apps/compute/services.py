@@ -441,7 +441,10 @@ def _reserved_gpu_seconds(allocation: Allocation) -> int:
 def _allocation_for(
     *, institution: Institution, allocation_id: int | None, now: datetime
 ) -> Allocation | None:
-    allocations = Allocation.objects.select_for_update().filter(institution=institution)
+    # A grant a peer node made is spent on that node's pool (remote jobs), never on ours.
+    allocations = Allocation.objects.select_for_update().filter(
+        institution=institution, origin_node=""
+    )
     if allocation_id is not None:
         allocation = allocations.filter(pk=allocation_id).first()
         if allocation is None:
@@ -519,7 +522,7 @@ def _queued(job: Job) -> scheduling.QueuedJob:
         gpu_memory_gb=job.gpu_memory_gb,
         gpu_class=job.gpu_class,
         time_limit=timedelta(minutes=job.time_limit_minutes),
-        full_isolation=job.benchmark.full_isolation_required,
+        full_isolation=job.from_peer or job.benchmark.full_isolation_required,
         benchmark_institution_id=job.benchmark.institution_id,
     )
 

@@ -30,17 +30,21 @@ def result_record(
     require full isolation, a result without the record is kept as "not recorded"."""
     isolation = result_isolation(provenance)
     benchmark = job.benchmark
-    if benchmark.full_isolation_required and isolation != "full":
+    if (job.from_peer or benchmark.full_isolation_required) and isolation != "full":
         ran_with = f"with {isolation} isolation" if isolation else "without recording its isolation"
+        what = "job (a peer node's)" if job.from_peer else "benchmark"
         raise ValidationError(
             {
-                "provenance": "The benchmark requires full isolation; the worker ran the "
+                "provenance": f"The {what} requires full isolation; the worker ran the "
                 f"evaluation {ran_with}."
             }
         )
     node = job.node
     trusted = (
-        node is not None and node.trusted_only and node.institution_id == benchmark.institution_id
+        not job.from_peer
+        and node is not None
+        and node.trusted_only
+        and node.institution_id == benchmark.institution_id
     )
     if isolation in ("partial", "none") and not trusted:
         raise ValidationError(

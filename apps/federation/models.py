@@ -181,3 +181,148 @@ class SyncPending(models.Model):
 
     def __str__(self) -> str:
         return f"{self.peer}: {self.record_type} {self.origin_id}"
+
+
+class RemoteJob(models.Model):
+    """An evaluation a researcher here asked a peer node to run on its pool, under a grant that
+    node made to the researcher's institution (an allocation here whose origin is the peer).
+    Its state follows the peer's job; the result comes back signed by the peer."""
+
+    class State(models.TextChoices):
+        SENDING = "sending", "Sending: the peer has not answered yet"
+        REFUSED = "refused", "Refused by the peer"
+        PREPARING = "preparing", "Accepted: the peer is fetching the model's files"
+        PENDING = "pending", "Queued at the peer"
+        DISPATCHED = "dispatched", "Dispatched at the peer"
+        RUNNING = "running", "Running at the peer"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+        TIMED_OUT = "timed_out", "Timed out"
+
+    ACTIVE_STATES = (
+        State.SENDING,
+        State.PREPARING,
+        State.PENDING,
+        State.DISPATCHED,
+        State.RUNNING,
+    )
+    FINISHED_STATES = (
+        State.REFUSED,
+        State.SUCCEEDED,
+        State.FAILED,
+        State.CANCELLED,
+        State.TIMED_OUT,
+    )
+
+    request_id = models.UUIDField(unique=True)
+    peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="remote_jobs")
+    allocation = models.ForeignKey(
+        "compute.Allocation", on_delete=models.PROTECT, related_name="remote_jobs"
+    )
+    submitter = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="remote_jobs"
+    )
+    institution = models.ForeignKey(
+        "accounts.Institution", on_delete=models.PROTECT, related_name="remote_jobs"
+    )
+    model_version = models.ForeignKey(
+        "catalog.ModelVersion", on_delete=models.PROTECT, related_name="remote_jobs"
+    )
+    benchmark = models.ForeignKey(
+        "catalog.Benchmark", on_delete=models.PROTECT, related_name="remote_jobs"
+    )
+    reproduction_of = models.ForeignKey(
+        "evaluations.Result",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="remote_reproductions",
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.SENDING)
+    # Why the peer refused the request or why the job failed, in the peer's words.
+    reason = models.TextField(blank=True)
+    # What the peer last told us: its job id, the job's place in its queue, its attempt.
+    peer_job_id = models.BigIntegerField(null=True, blank=True)
+    queue_position = models.PositiveIntegerField(null=True, blank=True)
+    attempt = models.PositiveSmallIntegerField(default=0)
+    # The signed usage record the peer sent when the job ended, and its figure.
+    gpu_seconds = models.BigIntegerField(default=0)
+    usage_record = models.JSONField(null=True, blank=True)
+    result = models.OneToOneField(
+        "evaluations.Result",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="remote_job",
+    )
+    # Why the last exchange with the peer failed (it is retried).
+    last_error = models.TextField(blank=True)
+    submitted_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-submitted_at", "-id"]
+        indexes = [models.Index(fields=["state", "updated_at"])]
+
+    def __str__(self) -> str:
+        return f"remote job {self.request_id} at {self.peer} ({self.state})"
+
+    @property
+    def is_active(self) -> bool:
+        return self.state in self.ACTIVE_STATES
+
+
+class InboundJob(models.Model):
+    """A job a peer asked this node to run for one of its institutions. Accepted, its model
+    files are fetched from the peer and checked; then it becomes a job in our own queue. When
+    that job ends, its outcome (state, signed usage record and signed result) is delivered to
+    the peer, retried until the peer has it."""
+
+    class State(models.TextChoices):
+        PREPARING = "preparing", "Fetching the model's files from the peer"
+        QUEUED = "queued", "A job in the pool"
+        FAILED = "failed", "Failed before it reached the pool"
+        CANCELLED = "cancelled", "Cancelled before it reached the pool"
+
+    peer = models.ForeignKey(Peer, on_delete=models.PROTECT, related_name="inbound_jobs")
+    request_id = models.UUIDField()
+    allocation = models.ForeignKey(
+        "compute.Allocation", on_delete=models.PROTECT, related_name="inbound_jobs"
+    )
+    model_version = models.ForeignKey(
+        "catalog.ModelVersion", on_delete=models.PROTECT, related_name="inbound_jobs"
+    )
+    benchmark = models.ForeignKey(
+        "catalog.Benchmark", on_delete=models.PROTECT, related_name="inbound_jobs"
+    )
+    # The result of ours (mirrored here) this job reproduces, if the peer asked for that.
+    reproduction_of = models.ForeignKey(
+        "evaluations.Result", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Who asked, as the peer named them: shown in the job's events.
+    requested_by = models.CharField(max_length=200, blank=True)
+    job = models.OneToOneField(
+        "compute.Job", null=True, blank=True, on_delete=models.PROTECT, related_name="inbound"
+    )
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PREPARING)
+    reason = models.TextField(blank=True)
+    # Delivery of the outcome to the peer.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    next_delivery_at = models.DateTimeField(null=True, blank=True)
+    last_delivery_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["peer", "request_id"], name="unique_inbound_request_per_peer"
+            )
+        ]
+        indexes = [models.Index(fields=["delivered_at", "next_delivery_at"])]
+
+    def __str__(self) -> str:
+        return f"job {self.request_id} of {self.peer} ({self.state})"
