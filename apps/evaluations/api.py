@@ -37,6 +37,14 @@ class ResultBenchmarkOutput(serializers.Serializer):
     institution = serializers.SlugField(source="benchmark.institution.slug")
 
 
+class RanByOutput(serializers.Serializer):
+    node = serializers.CharField(help_text="The platform node whose pool ran it: its id (URL).")
+    node_name = serializers.CharField()
+    institution = serializers.CharField(
+        allow_null=True, help_text="The institution whose GPUs ran it, where known."
+    )
+
+
 class ResultOutput(serializers.ModelSerializer):
     model = ResultModelOutput(source="*")
     benchmark = ResultBenchmarkOutput(source="*")
@@ -44,6 +52,7 @@ class ResultOutput(serializers.ModelSerializer):
         source="institution.slug", help_text="The institution that paid for the evaluation."
     )
     node = serializers.SerializerMethodField()
+    ran_by = serializers.SerializerMethodField()
     provenance = serializers.SerializerMethodField()
 
     class Meta:
@@ -56,6 +65,7 @@ class ResultOutput(serializers.ModelSerializer):
             "benchmark",
             "institution",
             "node",
+            "ran_by",
             "metrics",
             "provenance",
             "gpu_seconds",
@@ -67,18 +77,62 @@ class ResultOutput(serializers.ModelSerializer):
     def get_node(self, result: Result) -> str | None:
         return result.node.name if result.node else None
 
+    @extend_schema_field(RanByOutput)
+    def get_ran_by(self, result: Result) -> dict[str, Any]:
+        return RanByOutput(selectors.result_ran_by(result)).data
+
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_provenance(self, result: Result) -> dict[str, Any]:
         return selectors.result_provenance(result)
+
+
+class MetricComparisonOutput(serializers.Serializer):
+    name = serializers.CharField()
+    original = serializers.FloatField(allow_null=True)
+    reproduced = serializers.FloatField(allow_null=True)
+    difference = serializers.FloatField(
+        allow_null=True, help_text="Reproduced minus original; null where either lacks it."
+    )
+    agrees = serializers.BooleanField(help_text="Within the benchmark's reproduction tolerance.")
+
+
+class ReproductionOutput(serializers.Serializer):
+    id = serializers.IntegerField(source="result.pk")
+    ran_by = RanByOutput()
+    hardware = serializers.CharField(help_text='"CPU", the GPUs\' names, or empty.')
+    metrics = serializers.JSONField(source="result.metrics")
+    agrees = serializers.BooleanField(
+        help_text="Every metric the benchmark declares is in both and within its tolerance."
+    )
+    comparisons = MetricComparisonOutput(many=True)
+    created_at = serializers.DateTimeField(source="result.created_at")
 
 
 class ResultDetailOutput(ResultOutput):
     logs = serializers.SerializerMethodField(
         help_text="The job's log endpoint, for those who may read it (the job's institution)."
     )
+    reproduction_of = serializers.SerializerMethodField(
+        help_text="The result this one re-ran, where the caller may see it."
+    )
+    reproductions = serializers.SerializerMethodField(
+        help_text="The visible results that re-ran this one, each compared with it."
+    )
 
     class Meta(ResultOutput.Meta):
-        fields = [*ResultOutput.Meta.fields, "logs"]
+        fields = [*ResultOutput.Meta.fields, "logs", "reproduction_of", "reproductions"]
+
+    @extend_schema_field(serializers.IntegerField(allow_null=True))
+    def get_reproduction_of(self, result: Result) -> int | None:
+        sees_original = result.sees_original  # type: ignore[attr-defined]
+        return result.reproduction_of_id if sees_original else None
+
+    @extend_schema_field(ReproductionOutput(many=True))
+    def get_reproductions(self, result: Result) -> list[Any]:
+        reproductions = selectors.result_reproductions(
+            user=self.context["request"].user, result=result
+        )
+        return [ReproductionOutput(reproduction).data for reproduction in reproductions]
 
     def get_logs(self, result: Result) -> str | None:
         request = self.context["request"]
@@ -111,6 +165,14 @@ class LeaderboardEntryOutput(serializers.Serializer):
     )
     score = serializers.FloatField(allow_null=True)
     runs = serializers.IntegerField(help_text="Visible results of this version here.")
+    reproductions = serializers.IntegerField(
+        source="reproductions.count", help_text="Visible reproductions of this result."
+    )
+    reproductions_agree = serializers.BooleanField(
+        source="reproductions.all_agree",
+        allow_null=True,
+        help_text="Whether they all agree with it; null where there is none.",
+    )
     result = ResultOutput()
 
 

@@ -3,13 +3,17 @@
 A result is visible to whoever may see both its model and its benchmark (the catalogue's
 public / institution / private rules): a public model on a public benchmark has a public
 result, whoever paid for it. Logs and history stay with the job (its institution and staff).
+A reproduction (a result that re-ran another) shows beside its original, compared with it, and
+is never ranked as a leaderboard entry of its own.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404
@@ -57,7 +61,19 @@ def result_list(*, user: Viewer) -> QuerySet[Result]:
 
 
 def result_get(*, user: Viewer, result_id: int) -> Result:
-    result = result_list(user=user).select_related("job").filter(pk=result_id).first()
+    """One visible result; `sees_original` says whether the viewer may see the result it
+    reproduces."""
+    result = (
+        result_list(user=user)
+        .select_related("job")
+        .annotate(
+            sees_original=Exists(
+                Result.objects.filter(results_visible_to(user), pk=OuterRef("reproduction_of_id"))
+            )
+        )
+        .filter(pk=result_id)
+        .first()
+    )
     if result is None:
         raise Http404("No such result.")
     return result
@@ -103,6 +119,42 @@ def result_provenance(result: Result) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class RanBy:
+    """Whose GPUs ran a result: the platform node (its id, a base URL, and its name) and the
+    institution there, where known."""
+
+    node: str
+    node_name: str
+    institution: str | None
+
+
+def result_ran_by(result: Result) -> RanBy:
+    if result.ran_on_node:
+        return RanBy(result.ran_on_node, result.ran_on_node, result.ran_by_institution or None)
+    if result.origin_node:
+        # A peer's own result, mirrored here: its pool ran it.
+        return RanBy(result.origin_node, result.origin_node, result.ran_by_institution or None)
+    host = result.node
+    return RanBy(
+        settings.FEDERATION_NODE_URL,
+        settings.NODE_NAME,
+        host.institution.name if host is not None else None,
+    )
+
+
+def result_hardware(result: Result) -> str:
+    """What the evaluation ran on, as its worker reported it: "CPU", or its GPUs' names
+    ("2 x NVIDIA A100 80GB"); empty where the worker did not say."""
+    gpus = result.provenance.get("gpus")
+    if gpus == "cpu":
+        return "CPU"
+    if not isinstance(gpus, list):
+        return ""
+    names = Counter(str(gpu.get("name") or "GPU") for gpu in gpus if isinstance(gpu, dict))
+    return ", ".join(name if count == 1 else f"{count} x {name}" for name, count in names.items())
+
+
+@dataclass(frozen=True)
 class Metric:
     name: str
     higher_is_better: bool
@@ -130,11 +182,93 @@ def leaderboard_metric(benchmark: Benchmark, name: str | None) -> Metric:
 
 
 @dataclass(frozen=True)
+class MetricComparison:
+    name: str
+    original: float | None
+    reproduced: float | None
+    difference: float | None  # reproduced minus original; None where either lacks the metric
+    agrees: bool
+
+
+def metrics_compare(
+    benchmark: Benchmark, original: dict[str, Any], reproduced: dict[str, Any]
+) -> list[MetricComparison]:
+    """Each metric the benchmark declares: a reproduction agrees on it when both results report
+    it and they differ by at most the benchmark's tolerance (0: exactly equal)."""
+    comparisons = []
+    for metric in benchmark_metrics(benchmark):
+        before, after = _score(original, metric), _score(reproduced, metric)
+        difference = None if before is None or after is None else after - before
+        agrees = difference is not None and abs(difference) <= benchmark.reproduction_tolerance
+        comparisons.append(MetricComparison(metric.name, before, after, difference, agrees))
+    return comparisons
+
+
+@dataclass(frozen=True)
+class Reproduction:
+    result: Result
+    ran_by: RanBy
+    hardware: str
+    comparisons: list[MetricComparison]
+
+    @property
+    def differences(self) -> list[MetricComparison]:
+        return [comparison for comparison in self.comparisons if not comparison.agrees]
+
+    @property
+    def agrees(self) -> bool:
+        return not self.differences
+
+
+def result_reproductions(*, user: Viewer, result: Result) -> list[Reproduction]:
+    """The visible results that re-ran `result`, oldest first, each compared with it."""
+    reproductions = (
+        result_list(user=user).filter(reproduction_of=result).order_by("created_at", "id")
+    )
+    return [
+        Reproduction(
+            result=reproduction,
+            ran_by=result_ran_by(reproduction),
+            hardware=result_hardware(reproduction),
+            comparisons=metrics_compare(result.benchmark, result.metrics, reproduction.metrics),
+        )
+        for reproduction in reproductions
+    ]
+
+
+@dataclass(frozen=True)
+class ReproductionSummary:
+    count: int
+    all_agree: bool | None  # None where there is none
+
+
+def reproduction_summaries(
+    *, user: Viewer, benchmark: Benchmark, originals: Iterable[Result]
+) -> dict[int, ReproductionSummary]:
+    """For each of `originals` (results of `benchmark`): how many visible reproductions it has
+    and whether they all agree with it. One query, whatever the number of originals."""
+    metrics_of = {original.pk: original.metrics for original in originals}
+    agreement: dict[int, list[bool]] = defaultdict(list)
+    rows = Result.objects.filter(
+        results_visible_to(user), reproduction_of_id__in=list(metrics_of)
+    ).values_list("reproduction_of_id", "metrics")
+    for original_id, metrics in rows:
+        comparisons = metrics_compare(benchmark, metrics_of[original_id], metrics)
+        agreement[original_id].append(all(comparison.agrees for comparison in comparisons))
+    summaries = {}
+    for original_id in metrics_of:
+        agreed = agreement[original_id]
+        summaries[original_id] = ReproductionSummary(len(agreed), all(agreed) if agreed else None)
+    return summaries
+
+
+@dataclass(frozen=True)
 class LeaderboardEntry:
     rank: int | None  # None: the version's results do not report the metric
     result: Result  # the version's best result by the metric
     score: float | None
     runs: int  # how many visible results the version has on this benchmark
+    reproductions: ReproductionSummary  # of `result`, those the viewer may see
 
 
 def _score(metrics: dict[str, Any], metric: Metric) -> float | None:
@@ -161,8 +295,11 @@ def _scored_results(
     user: Viewer, benchmark: Benchmark, institution: Institution | None
 ) -> list[_Scored]:
     """The visible results of the benchmark, oldest first, with only what ranking needs: a
-    benchmark with thousands of results is ranked without loading their provenance."""
-    results = Result.objects.filter(results_visible_to(user), benchmark=benchmark)
+    benchmark with thousands of results is ranked without loading their provenance.
+    Reproductions are not entries of their own: they show beside the result they re-ran."""
+    results = Result.objects.filter(
+        results_visible_to(user), benchmark=benchmark, reproduction_of__isnull=True
+    )
     if institution is not None:
         results = results.filter(model_version__model__institution=institution)
     rows = results.order_by("created_at", "id").values_list(
@@ -204,12 +341,16 @@ def leaderboard(
     scored.sort(key=lambda pair: (direction * pair[1], pair[0].created_at, pair[0].id))
     unscored = [(row, None) for row, score in best.values() if score is None]
     chosen = result_list(user=user).in_bulk([row.id for row, _score in best.values()])
+    reproductions = reproduction_summaries(
+        user=user, benchmark=benchmark, originals=chosen.values()
+    )
     return [
         LeaderboardEntry(
             rank if score is not None else None,
             chosen[row.id],
             score,
             runs[row.model_version_id],
+            reproductions[row.id],
         )
         for rank, (row, score) in enumerate([*scored, *unscored], start=1)
     ]
@@ -256,6 +397,6 @@ def score_history(
 def institutions_with_results(*, user: Viewer, benchmark: Benchmark) -> QuerySet[Institution]:
     """The institutions whose models have visible results on the benchmark (for filters)."""
     model_institutions = Result.objects.filter(
-        results_visible_to(user), benchmark=benchmark
+        results_visible_to(user), benchmark=benchmark, reproduction_of__isnull=True
     ).values("model_version__model__institution_id")
     return Institution.objects.filter(pk__in=model_institutions).order_by("name")

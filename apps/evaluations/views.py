@@ -49,7 +49,12 @@ def leaderboard(request: HttpRequest, benchmark_id: int) -> HttpResponse:
             "metric": metric,
             "problem": problem,
             "rows": [
-                (entry, [entry.result.metrics.get(m.name) for m in metrics]) for entry in entries
+                (
+                    entry,
+                    [entry.result.metrics.get(m.name) for m in metrics],
+                    selectors.result_ran_by(entry.result),
+                )
+                for entry in entries
             ],
             "institutions": institutions,
             "institution": institution,
@@ -61,7 +66,8 @@ def leaderboard(request: HttpRequest, benchmark_id: int) -> HttpResponse:
 def result_list(request: HttpRequest) -> HttpResponse:
     results = ResultFilter(request.GET, queryset=selectors.result_list(user=request.user)).qs
     page = Paginator(results, PAGE_SIZE).get_page(request.GET.get("page"))
-    return render(request, "evaluations/result_list.html", {"page": page})
+    rows = [(result, selectors.result_ran_by(result)) for result in page]
+    return render(request, "evaluations/result_list.html", {"page": page, "rows": rows})
 
 
 def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
@@ -79,6 +85,9 @@ def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "metrics": sorted(result.metrics.items()),
             "provenance": provenance,
             "provenance_json": json.dumps(provenance, indent=2, sort_keys=True),
+            "ran_by": selectors.result_ran_by(result),
+            "sees_original": result.sees_original,  # type: ignore[attr-defined]
+            "reproductions": selectors.result_reproductions(user=request.user, result=result),
             "sees_logs": sees_logs,
             "sees_job": result.sees_job,  # type: ignore[attr-defined]
             "log": log,

@@ -9,3 +9,11 @@ def score(value: object) -> str:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return "—"
     return f"{value:.4g}"
+
+
+@register.filter
+def difference(value: object) -> str:
+    """A difference between two metric values, signed, with at most four significant digits."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "—"
+    return f"{value:+.4g}"
