@@ -1,5 +1,6 @@
 """Every write to a local record the change feed may speak of marks its FeedEntry, in the
-writer's transaction. Records mirrored from peers are never fed back out."""
+writer's transaction. Records mirrored from peers are never fed back out. A result this node
+ran is signed once it commits."""
 
 from typing import Any
 
@@ -18,6 +19,7 @@ from apps.catalog.models import (
     ResearchModel,
 )
 from apps.evaluations.models import Result
+from apps.federation.attestations import result_signed_on_create
 from apps.federation.feed import feed_touch
 from apps.federation.feed import records_depending_on as _dependents
 
@@ -95,3 +97,4 @@ for _through in (
     Benchmark.tags.through,
 ):
     m2m_changed.connect(_links_changed, sender=_through, dispatch_uid=f"feed-links-{_through}")
+post_save.connect(result_signed_on_create, sender=Result, dispatch_uid="result-attestation")
