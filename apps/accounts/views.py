@@ -19,6 +19,8 @@ from apps.accounts.forms import (
 from apps.accounts.models import Institution, Membership
 from apps.accounts.typing import AuthenticatedHttpRequest
 from apps.catalog import selectors as catalog_selectors
+from apps.compute import selectors as compute_selectors
+from apps.federation import selectors as federation_selectors
 
 # How many of an institution's models, papers, datasets and benchmarks its page lists.
 CATALOG_PREVIEW = 10
@@ -57,6 +59,13 @@ def institution_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "benchmarks": catalog_selectors.benchmark_list(user=viewer)
             .prefetch_related(None)
             .filter(institution=institution)[:CATALOG_PREVIEW],
+            "credit": compute_selectors.institution_credit(
+                user=viewer,
+                institution=institution,
+                consumed_peers_gpu_seconds=federation_selectors.remote_gpu_seconds(
+                    institution=institution
+                ),
+            ),
         },
     )
 

@@ -4,16 +4,18 @@ Jobs: staff see every job; researchers see their institutions' jobs and their ow
 (anonymous included) sees a succeeded job whose model and benchmark are both public: that is a
 public result. Compute requests: the requester, the institution's admins, staff. Allocations and
 usage: the institution's members, staff. Nodes: signed-in users (no node ever shows its token).
+Credit (GPU-hours institutions gave each other): signed-in users, like the pool's occupancy.
 """
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple, TypeGuard
 
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
-from django.db.models import Q, QuerySet, Sum
+from django.db.models import F, Q, QuerySet, Sum
 from django.http import Http404
 from django.utils import timezone
 
@@ -410,3 +412,111 @@ def job_isolation_terms(*, job: Job, node: ComputeNode) -> dict[str, object]:
         and node.trusted_only
         and benchmark.institution_id == node.institution_id,
     }
+
+
+@dataclass(frozen=True)
+class InstitutionCredit:
+    """GPU-seconds an institution's compute gave others and what it took from others, from
+    charged jobs that ran on one institution's nodes for another."""
+
+    institution: Institution
+    # Its nodes ran jobs of other institutions of this node, and of peers' institutions.
+    contributed_local_gpu_seconds: int = 0
+    contributed_peers_gpu_seconds: int = 0
+    # Its jobs ran on other institutions' nodes here, and on peers' pools (remote jobs, as
+    # the peers charged them: the federation app reads those).
+    consumed_local_gpu_seconds: int = 0
+    consumed_peers_gpu_seconds: int = 0
+
+    @property
+    def exchanged(self) -> bool:
+        return any(
+            (
+                self.contributed_local_gpu_seconds,
+                self.contributed_peers_gpu_seconds,
+                self.consumed_local_gpu_seconds,
+                self.consumed_peers_gpu_seconds,
+            )
+        )
+
+    @property
+    def contributed_local_gpu_hours(self) -> float:
+        return self.contributed_local_gpu_seconds / 3600
+
+    @property
+    def contributed_peers_gpu_hours(self) -> float:
+        return self.contributed_peers_gpu_seconds / 3600
+
+    @property
+    def consumed_local_gpu_hours(self) -> float:
+        return self.consumed_local_gpu_seconds / 3600
+
+    @property
+    def consumed_peers_gpu_hours(self) -> float:
+        return self.consumed_peers_gpu_seconds / 3600
+
+
+def _credit_totals(institution_ids: Collection[int] | None) -> dict[int, Counter[str]]:
+    """Charged GPU-seconds of jobs that ran on another institution's node, per institution:
+    as the nodes' owner (contributed) and as the job's institution (consumed). One query."""
+    jobs = Job.objects.filter(charged=True, gpu_seconds__gt=0, node__isnull=False).exclude(
+        institution_id=F("node__institution_id")
+    )
+    if institution_ids is not None:
+        jobs = jobs.filter(
+            Q(institution_id__in=institution_ids) | Q(node__institution_id__in=institution_ids)
+        )
+    flows = (
+        jobs.values_list("node__institution_id", "institution_id", "institution__origin_node")
+        .annotate(total=Sum("gpu_seconds"))
+        .order_by()
+    )
+    totals: dict[int, Counter[str]] = defaultdict(Counter)
+    for host_id, payer_id, payer_origin, seconds in flows:
+        # A job's institution mirrored from a peer: the peer submitted it for one of its own.
+        totals[host_id]["contributed_peers" if payer_origin else "contributed_local"] += seconds
+        totals[payer_id]["consumed_local"] += seconds
+    return totals
+
+
+def _credit(
+    institution: Institution, totals: Counter[str], consumed_peers_gpu_seconds: int
+) -> InstitutionCredit:
+    return InstitutionCredit(
+        institution=institution,
+        contributed_local_gpu_seconds=totals["contributed_local"],
+        contributed_peers_gpu_seconds=totals["contributed_peers"],
+        consumed_local_gpu_seconds=totals["consumed_local"],
+        consumed_peers_gpu_seconds=consumed_peers_gpu_seconds,
+    )
+
+
+def institution_credit(
+    *, user: Viewer, institution: Institution, consumed_peers_gpu_seconds: int = 0
+) -> InstitutionCredit | None:
+    """What the institution contributed to others and consumed from others; None for viewers
+    who may not see it. `consumed_peers_gpu_seconds`: its remote jobs' charges."""
+    if not _signed_in(user):
+        return None
+    totals = _credit_totals([institution.pk]).get(institution.pk, Counter())
+    return _credit(institution, totals, consumed_peers_gpu_seconds)
+
+
+def credit_summary(
+    *, user: Viewer, consumed_peers: Mapping[int, int] | None = None
+) -> list[InstitutionCredit]:
+    """Every institution that contributed or consumed GPU time across institutions, by name.
+    `consumed_peers`: remote jobs' charges per institution id."""
+    if not _signed_in(user):
+        return []
+    consumed_peers = {pk: seconds for pk, seconds in (consumed_peers or {}).items() if seconds}
+    totals = _credit_totals(None)
+    institutions = Institution.objects.filter(pk__in={*totals, *consumed_peers}).order_by("name")
+    return [
+        _credit(
+            institution,
+            totals.get(institution.pk, Counter()),
+            consumed_peers.get(institution.pk, 0),
+        )
+        for institution in institutions
+    ]

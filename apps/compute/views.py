@@ -31,6 +31,7 @@ from apps.compute.forms import (
 )
 from apps.compute.models import ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
+from apps.federation import selectors as federation_selectors
 
 PAGE_SIZE = 25
 HISTORY_SIZE = 20
@@ -106,6 +107,10 @@ def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
                 :HISTORY_SIZE
             ],
             "usage": usage,
+            "credits": selectors.credit_summary(
+                user=request.user,
+                consumed_peers=federation_selectors.remote_gpu_seconds_by_institution(),
+            ),
             "chart": bars,
             "chart_width": CHART_WIDTH,
             "chart_height": max(len(bars), 1) * CHART_ROW_HEIGHT,

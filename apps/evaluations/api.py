@@ -1,5 +1,5 @@
 """REST endpoints of evaluation results: the results a viewer may see, one with its whole
-provenance, and each benchmark's leaderboard."""
+provenance, its signed attestation, and each benchmark's leaderboard."""
 
 from typing import Any
 
@@ -11,6 +11,7 @@ from drf_spectacular.utils import (
     extend_schema_view,
 )
 from rest_framework import generics, serializers
+from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.reverse import reverse
@@ -18,9 +19,9 @@ from rest_framework.views import APIView
 
 from apps.accounts.fields import InstitutionSlugField
 from apps.catalog import selectors as catalog_selectors
-from apps.evaluations import selectors
+from apps.evaluations import attestations, selectors
 from apps.evaluations.filters import ResultFilter
-from apps.evaluations.models import Result
+from apps.evaluations.models import AttestationStatus, Result
 
 
 class ResultModelOutput(serializers.Serializer):
@@ -54,6 +55,16 @@ class ResultOutput(serializers.ModelSerializer):
     node = serializers.SerializerMethodField()
     ran_by = serializers.SerializerMethodField()
     provenance = serializers.SerializerMethodField()
+    attestation_status = serializers.ChoiceField(
+        choices=AttestationStatus.choices,
+        allow_blank=True,
+        help_text="signed (by this node), verified (a peer's, checked against its pinned key), "
+        "unverifiable (no attestation or no key to check it); empty: not signed yet.",
+    )
+    attestation_url = serializers.SerializerMethodField(
+        help_text="The signed attestation (in-toto Statement in a DSSE envelope); null when "
+        "there is none."
+    )
 
     class Meta:
         model = Result
@@ -72,6 +83,8 @@ class ResultOutput(serializers.ModelSerializer):
             "started_at",
             "finished_at",
             "created_at",
+            "attestation_status",
+            "attestation_url",
         ]
 
     def get_node(self, result: Result) -> str | None:
@@ -84,6 +97,16 @@ class ResultOutput(serializers.ModelSerializer):
     @extend_schema_field(OpenApiTypes.OBJECT)
     def get_provenance(self, result: Result) -> dict[str, Any]:
         return selectors.result_provenance(result)
+
+    def get_attestation_url(self, result: Result) -> str | None:
+        if not attestations.result_attestable(result):
+            return None
+        return reverse(
+            "result-attestation",
+            kwargs={"result_id": result.pk},
+            request=self.context.get("request"),
+        )
+
 
 
 class MetricComparisonOutput(serializers.Serializer):
@@ -157,6 +180,42 @@ class ResultDetailApi(APIView):
     def get(self, request: Request, result_id: int) -> Response:
         result = selectors.result_get(user=request.user, result_id=result_id)
         return Response(ResultDetailOutput(result, context={"request": request}).data)
+
+
+class DsseSignatureOutput(serializers.Serializer):
+    keyid = serializers.CharField(
+        help_text="The signing key's id, as the node's well-known document lists it."
+    )
+    sig = serializers.CharField(help_text="The Ed25519 signature, base64.")
+
+
+class AttestationOutput(serializers.Serializer):
+    payload = serializers.CharField(help_text="The in-toto Statement v1, JSON in base64.")
+    payloadType = serializers.CharField(help_text="application/vnd.in-toto+json")
+    signatures = DsseSignatureOutput(many=True)
+
+
+class ResultAttestationApi(APIView):
+    @extend_schema(
+        responses=AttestationOutput,
+        summary="A result's signed attestation, to verify offline",
+        description="A DSSE envelope around an in-toto Statement v1 whose subjects are the "
+        "model's and the dataset's files (sha256) and whose predicate "
+        "(https://research-exchange.org/attestations/evaluation-result/v1) holds the metrics "
+        "and provenance, signed by the node that ran the evaluation. Verify it with that "
+        "node's well-known document: `rx-verify-result result-<id>.intoto.json node.json`. "
+        "Served as a download, and to whoever may see the result.",
+    )
+    def get(self, request: Request, result_id: int) -> Response:
+        result = selectors.result_get(user=request.user, result_id=result_id)
+        envelope = attestations.result_attestation_get(result=result)
+        if envelope is None:
+            raise NotFound("This result came from a peer node without an attestation.")
+        response = Response(envelope)
+        filename = attestations.attestation_filename(result)
+        response["Content-Disposition"] = f'attachment; filename="{filename}"'
+        return response
+
 
 
 class LeaderboardEntryOutput(serializers.Serializer):

@@ -10,7 +10,7 @@ from django.shortcuts import render
 
 from apps.catalog import selectors as catalog_selectors
 from apps.compute import selectors as compute_selectors
-from apps.evaluations import selectors
+from apps.evaluations import attestations, selectors
 from apps.evaluations.charts import score_chart
 from apps.evaluations.filters import ResultFilter
 
@@ -77,6 +77,7 @@ def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
     job = result.job if result.sees_job_details else None  # type: ignore[attr-defined]
     sees_logs = job is not None
     log = compute_selectors.job_log(job=job, attempt=result.attempt) if job is not None else ""
+    attestations.result_attestation_ensure(result=result)
     return render(
         request,
         "evaluations/result_detail.html",
@@ -91,5 +92,8 @@ def result_detail(request: HttpRequest, result_id: int) -> HttpResponse:
             "sees_logs": sees_logs,
             "sees_job": result.sees_job,  # type: ignore[attr-defined]
             "log": log,
+            "attestable": attestations.result_attestable(result),
+            "attestation_filename": attestations.attestation_filename(result),
+            "verify_command": attestations.verify_command(result),
         },
     )

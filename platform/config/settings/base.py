@@ -314,6 +314,8 @@ CELERY_BEAT_SCHEDULE["sync-peers"] = {
 }
 # A mirrored record's file is fetched from its origin node on first download.
 ARTIFACT_REMOTE_FETCH = "apps.federation.services.artifact_fetch_from_origin"
+# A result's signed attestation is made with the node's key by the federation app.
+RESULT_ATTESTATION = "apps.federation.attestations.result_attestation"
 CELERY_BEAT_SCHEDULE["prune-seen-nonces"] = {
     "task": "apps.federation.tasks.seen_nonces_prune_task",
     "schedule": FEDERATION_SIGNATURE_WINDOW_SECONDS,
