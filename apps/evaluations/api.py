@@ -108,7 +108,6 @@ class ResultOutput(serializers.ModelSerializer):
         )
 
 
-
 class MetricComparisonOutput(serializers.Serializer):
     name = serializers.CharField()
     original = serializers.FloatField(allow_null=True)
@@ -215,7 +214,6 @@ class ResultAttestationApi(APIView):
         filename = attestations.attestation_filename(result)
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         return response
-
 
 
 class LeaderboardEntryOutput(serializers.Serializer):

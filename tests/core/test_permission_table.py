@@ -691,6 +691,7 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/jobs/{job_id}/logs/"): Entry(outcomes(401, 404, 200, 200, 200)),
     ("GET", "/api/v1/results/"): Entry(everyone(200), lists=lambda w: w.result_id),
     ("GET", "/api/v1/results/{result_id}/"): Entry(outcomes(404, 404, 200, 200, 200)),
+    ("GET", "/api/v1/results/{result_id}/attestation"): Entry(outcomes(404, 404, 200, 200, 200)),
     ("POST", "/api/v1/worker/register"): _worker({"gpus": [], "cpu_slots": 1}),
     ("POST", "/api/v1/worker/heartbeat"): _worker({"running": []}),
     ("POST", "/api/v1/worker/jobs/{job_id}/claim"): _worker({"attempt": 1}),
