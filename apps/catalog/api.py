@@ -744,6 +744,10 @@ class BenchmarkOutput(RecordOutput):
     gpu_memory_gb = serializers.IntegerField()
     time_limit_minutes = serializers.IntegerField()
     memory_limit_mb = serializers.IntegerField()
+    reproduction_tolerance = serializers.FloatField(
+        help_text="How far a reproduction's metric may be from the original's and still agree "
+        "(absolute; 0: exactly equal)."
+    )
     tags = serializers.SerializerMethodField()
 
     def get_tags(self, benchmark: Benchmark) -> list[str]:
@@ -778,6 +782,12 @@ class BenchmarkCreateInput(StrictSerializer):
     )
     memory_limit_mb = serializers.IntegerField(
         min_value=MIN_MEMORY_LIMIT_MB, max_value=MAX_MEMORY_LIMIT_MB, required=False
+    )
+    reproduction_tolerance = serializers.FloatField(
+        min_value=0,
+        required=False,
+        help_text="How far a reproduction's metric may be from the original's and still agree "
+        "(absolute; default 0: exactly equal).",
     )
     visibility = serializers.ChoiceField(choices=Visibility.choices, default=Visibility.PUBLIC)
     tags = TagsField()

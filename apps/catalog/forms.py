@@ -361,6 +361,14 @@ class BenchmarkForm(PublishingForm):
         help_text="Which workers' results count: fully isolated ones only, or also those of "
         "workers without bubblewrap.",
     )
+    reproduction_tolerance = forms.FloatField(
+        label="Reproduction tolerance",
+        min_value=0,
+        initial=0,
+        required=False,
+        help_text="How far a reproduction's metric may be from the original's and still agree "
+        "(absolute); 0 asks for exactly equal values.",
+    )
     tags = TagsField()
     visibility = visibility_field()
 
@@ -388,6 +396,9 @@ class BenchmarkForm(PublishingForm):
                 {"name": name.strip(), "higher_is_better": direction.lower() == "higher"}
             )
         return metrics
+
+    def clean_reproduction_tolerance(self) -> float:
+        return self.cleaned_data["reproduction_tolerance"] or 0.0
 
     def clean_evaluator_config(self) -> dict:
         text = self.cleaned_data["evaluator_config"].strip()

@@ -297,6 +297,22 @@ def mirrored_version(*, node: str, model: str, label: str) -> ModelVersion:
     return version
 
 
+def mirrored_file_digests(
+    *, node: str, model: str, label: str, benchmark: str
+) -> tuple[list[str], list[str]]:
+    """The sha256 of a mirrored model version's files and of its benchmark's dataset files:
+    what a peer's result attests it evaluated."""
+    version = mirrored_version(node=node, model=model, label=label)
+    on = mirrored(Benchmark, node=node, origin_id=benchmark)
+    model_sha256s = ModelFile.objects.filter(version=version).values_list(
+        "artifact__sha256", flat=True
+    )
+    dataset_sha256s = DatasetFile.objects.filter(dataset_id=on.dataset_id).values_list(
+        "artifact__sha256", flat=True
+    )
+    return list(model_sha256s), list(dataset_sha256s)
+
+
 @transaction.atomic
 def mirror_delete(*, record_type: str, node: str, origin_id: str) -> bool:
     """Removes a mirrored record and the mirrored records that cannot stand without it (a

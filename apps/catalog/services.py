@@ -673,6 +673,7 @@ def benchmark_create(
     time_limit_minutes: int = 60,
     memory_limit_mb: int = 8192,
     requires_full_isolation: bool | None = None,
+    reproduction_tolerance: float = 0.0,
     visibility: str = Visibility.PUBLIC,
     tags: Sequence[str] = (),
 ) -> Benchmark:
@@ -697,6 +698,7 @@ def benchmark_create(
         time_limit_minutes=time_limit_minutes,
         memory_limit_mb=memory_limit_mb,
         requires_full_isolation=requires_full_isolation,
+        reproduction_tolerance=reproduction_tolerance,
         visibility=visibility,
     )
     benchmark.full_clean()

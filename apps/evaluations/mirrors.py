@@ -9,7 +9,7 @@ from django.db.models import Q
 from apps.accounts.models import Institution
 from apps.catalog.mirrors import Origin, mirrored, mirrored_version
 from apps.catalog.models import Benchmark
-from apps.evaluations.models import Result
+from apps.evaluations.models import AttestationStatus, Result
 from apps.evaluations.services import result_isolation
 
 
@@ -26,7 +26,11 @@ def result_mirror(
     gpu_seconds: float,
     started_at: datetime | None,
     finished_at: datetime | None,
+    attestation: dict[str, Any] | None = None,
+    attestation_status: str = AttestationStatus.UNVERIFIABLE,
 ) -> Result:
+    """Upserts a peer's result by its origin, with its attestation as received and what the
+    federation app made of it (verified, or unverifiable)."""
     fields = {
         "model_version": mirrored_version(node=origin.node, model=model, label=version),
         "benchmark": mirrored(Benchmark, node=origin.node, origin_id=benchmark),
@@ -38,6 +42,8 @@ def result_mirror(
         "started_at": started_at,
         "finished_at": finished_at,
         "attempt": 1,
+        "attestation": attestation,
+        "attestation_status": attestation_status,
         "origin_url": origin.url,
         "origin_synced_at": origin.synced_at,
     }

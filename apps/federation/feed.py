@@ -32,6 +32,7 @@ from apps.catalog.models import (
 )
 from apps.evaluations import selectors as evaluation_selectors
 from apps.evaluations.models import Result
+from apps.federation.attestations import result_attestation
 from apps.federation.contract import OP_DELETE, OP_UPSERT, RECORD_TYPES
 from apps.federation.models import FeedEntry, FeedSequencer
 
@@ -256,6 +257,7 @@ def _render_benchmarks(ids: list[int]) -> dict[int, tuple[str, dict]]:
                 "gpu_memory_gb": benchmark.gpu_memory_gb,
                 "time_limit_minutes": benchmark.time_limit_minutes,
                 "memory_limit_mb": benchmark.memory_limit_mb,
+                "reproduction_tolerance": benchmark.reproduction_tolerance,
                 "tags": [tag.name for tag in benchmark.tags.all()],
             },
         )
@@ -379,6 +381,8 @@ def _render_results(ids: list[int]) -> dict[int, tuple[str, dict]]:
                 "started_at": _time(result.started_at),
                 "finished_at": _time(result.finished_at),
                 "created_at": _time(result.created_at),
+                # Signed by this node; a result made before attestations is signed now.
+                "attestation": result_attestation(result),
             },
         )
         for result in records

@@ -5,10 +5,12 @@ also stores the next cursor, so a sync killed at any point resumes from the last
 nothing lost, and re-applied records are upserts by origin, so nothing doubles. A record whose
 references (its institution, dataset, model, benchmark) have not arrived yet waits in
 SyncPending and is retried after every page. A record the peer sends that does not validate is
-skipped and logged; the rest of the page still applies.
+skipped and logged; the rest of the page still applies. A result's attestation is verified
+against the peer's pinned keys on arrival: one that does not hold is refused, never mirrored.
 """
 
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +32,7 @@ from apps.catalog.mirrors import (
     Origin,
 )
 from apps.evaluations import mirrors as evaluation_mirrors
+from apps.federation.attestations import AttestationRefused, verify_peer_result
 from apps.federation.contract import OP_DELETE, OP_UPSERT, RECORD_TYPES
 from apps.federation.models import Peer, SyncPending
 
@@ -52,6 +55,8 @@ class SyncReport:
     deleted: int = 0
     pending: int = 0
     rejected: int = 0
+    # Of the rejected: results whose attestation did not hold.
+    attestations_refused: int = 0
     refusals: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -61,6 +66,7 @@ class SyncReport:
             "deleted": self.deleted,
             "pending": self.pending,
             "rejected": self.rejected,
+            "attestations_refused": self.attestations_refused,
             "refusals": self.refusals[:20],
         }
 
@@ -91,6 +97,15 @@ def _int(data: dict, key: str, *, default: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise InvalidRecord(f"`{key}` must be an integer.")
     return value
+
+
+def _non_negative(data: dict, key: str, *, default: float = 0.0) -> float:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidRecord(f"`{key}` must be a number.")
+    if value < 0:
+        raise InvalidRecord(f"`{key}` must not be negative.")
+    return float(value)
 
 
 def _list(data: dict, key: str) -> list:
@@ -183,6 +198,7 @@ def _apply_benchmark(origin: Origin, peer: Peer, data: dict) -> None:
             "gpu_memory_gb": _int(data, "gpu_memory_gb", default=0),
             "time_limit_minutes": _int(data, "time_limit_minutes", default=60),
             "memory_limit_mb": _int(data, "memory_limit_mb", default=8192),
+            "reproduction_tolerance": _non_negative(data, "reproduction_tolerance"),
         },
         tags=_ids(data, "tags"),
     )
@@ -261,17 +277,36 @@ def _apply_result(origin: Origin, peer: Peer, data: dict) -> None:
     gpu_seconds = data.get("gpu_seconds", 0)
     if isinstance(gpu_seconds, bool) or not isinstance(gpu_seconds, int | float):
         raise InvalidRecord("`gpu_seconds` must be a number.")
+    attestation = data.get("attestation")
+    if attestation is not None and not isinstance(attestation, dict):
+        raise InvalidRecord("`attestation` must be an object (a DSSE envelope).")
+    model = _text(data, "model", max_length=64, blank=False)
+    version = _text(data, "version", max_length=64, blank=False)
+    benchmark = _text(data, "benchmark", max_length=64, blank=False)
+    # The files the attestation must name are those of the mirrors the result refers to.
+    model_sha256s, dataset_sha256s = catalog_mirrors.mirrored_file_digests(
+        node=peer.node_id, model=model, label=version, benchmark=benchmark
+    )
+    status = verify_peer_result(
+        peer=peer,
+        envelope=attestation,
+        metrics=metrics,
+        model_sha256s=model_sha256s,
+        dataset_sha256s=dataset_sha256s,
+    )
     evaluation_mirrors.result_mirror(
         origin=origin,
-        model=_text(data, "model", max_length=64, blank=False),
-        version=_text(data, "version", max_length=64, blank=False),
-        benchmark=_text(data, "benchmark", max_length=64, blank=False),
+        model=model,
+        version=version,
+        benchmark=benchmark,
         institution=_text(data, "institution", max_length=64, blank=False),
         metrics=metrics,
         provenance=provenance,
         gpu_seconds=float(gpu_seconds),
         started_at=_time(data, "started_at"),
         finished_at=_time(data, "finished_at"),
+        attestation=attestation,
+        attestation_status=status,
     )
 
 
@@ -344,6 +379,12 @@ def _apply_record(
         )
         waiting.add((record_type, origin_id))
         report.pending += 1
+    except AttestationRefused as error:
+        report.rejected += 1
+        report.attestations_refused += 1
+        message = f"{record_type} {origin_id}: its attestation is refused: {error.reason}"
+        report.refusals.append(message)
+        logger.warning("Refused a result from %s: %s", peer.node_id, message)
     except (
         InvalidRecord,
         ValidationError,
