@@ -4,6 +4,7 @@ under the result's own visibility, and verified when a peer's result arrives by 
 
 import base64
 import copy
+import io
 import json
 import subprocess
 import sys
@@ -263,8 +264,6 @@ def test_the_verify_result_command_uses_this_nodes_keys_or_the_one_given(public_
 
 
 def _call(*args, **options) -> str:
-    import io
-
     out = io.StringIO()
     call_command(*args, stdout=out, **options)
     return out.getvalue()
