@@ -247,6 +247,10 @@ class AllocationOutput(serializers.ModelSerializer):
     institution = serializers.SlugField(source="institution.slug")
     budget_gpu_hours = serializers.FloatField()
     used_gpu_hours = serializers.FloatField()
+    held_at = serializers.SerializerMethodField(
+        help_text="The peer node whose pool this grant is spent on (null: this node's pool). "
+        "Its figures are that node's."
+    )
 
     class Meta:
         model = Allocation
@@ -255,6 +259,7 @@ class AllocationOutput(serializers.ModelSerializer):
             "institution",
             "name",
             "request",
+            "held_at",
             "gpu_class",
             "budget_gpu_hours",
             "used_gpu_hours",
@@ -262,6 +267,9 @@ class AllocationOutput(serializers.ModelSerializer):
             "ends_at",
             "created_at",
         ]
+
+    def get_held_at(self, allocation: Allocation) -> str | None:
+        return allocation.origin_node or None
 
 
 class ComputeRequestApproveApi(APIView):

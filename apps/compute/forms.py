@@ -71,7 +71,12 @@ class JobSubmitForm(forms.Form):
         fields["institution"].queryset = _memberships(user)  # type: ignore[attr-defined]
         fields["allocation"].queryset = (  # type: ignore[attr-defined]
             selectors.allocation_list(user=user)
-            .filter(starts_at__lte=now, ends_at__gt=now, institution__memberships__user=user)
+            .filter(
+                starts_at__lte=now,
+                ends_at__gt=now,
+                institution__memberships__user=user,
+                origin_node="",  # a peer's grant is spent on its pool: a remote evaluation
+            )
             .order_by("institution__name", "name")
         )
 

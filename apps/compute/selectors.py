@@ -343,7 +343,8 @@ class InstitutionUsageSummary:
 def usage_summary(*, user: Viewer) -> list[InstitutionUsageSummary]:
     """Each institution the viewer may see: its current allocations against their use."""
     now = timezone.now()
-    current = allocation_list(user=user).filter(starts_at__lte=now, ends_at__gt=now)
+    # Our pool's allocations: grants peers made to our institutions are spent on theirs.
+    current = allocation_list(user=user).filter(starts_at__lte=now, ends_at__gt=now, origin_node="")
     totals = (
         current.values("institution_id")
         .annotate(budget=Sum("budget_gpu_seconds"), used=Sum("used_gpu_seconds"))

@@ -438,7 +438,7 @@ def _reserved_gpu_seconds(allocation: Allocation) -> int:
     return int(active["total"] or 0)
 
 
-def _allocation_for(
+def allocation_for(
     *, institution: Institution, allocation_id: int | None, now: datetime
 ) -> Allocation | None:
     # A grant a peer node made is spent on that node's pool (remote jobs), never on ours.
@@ -469,7 +469,7 @@ def _model_formats(version: ModelVersion) -> set[str]:
     return set(version.files.values_list("artifact__format", flat=True))
 
 
-def _check_runnable(*, version: ModelVersion, benchmark: Benchmark) -> None:
+def check_runnable(*, version: ModelVersion, benchmark: Benchmark) -> None:
     if not version.is_published:
         raise ValidationError(
             {"model_version": f"Version {version.label} is a draft: publish it to evaluate it."}
@@ -527,7 +527,7 @@ def _queued(job: Job) -> scheduling.QueuedJob:
     )
 
 
-def _event(job: Job, message: str = "") -> None:
+def job_event(job: Job, message: str = "") -> None:
     JobEvent.objects.create(job=job, attempt=job.attempt, state=job.state, message=message)
 
 
@@ -555,7 +555,7 @@ def job_submit(
     if visible_benchmark is None:
         raise ValidationError({"benchmark": NO_VISIBLE_BENCHMARK})
     model_version, benchmark = visible_version, visible_benchmark
-    _check_runnable(version=model_version, benchmark=benchmark)
+    check_runnable(version=model_version, benchmark=benchmark)
 
     memberships = Institution.objects.filter(memberships__user=user)
     if institution is None:
@@ -578,7 +578,7 @@ def job_submit(
         max_attempts=settings.COMPUTE_MAX_ATTEMPTS,
     )
     allocation = (
-        _allocation_for(institution=institution, allocation_id=allocation_id, now=now)
+        allocation_for(institution=institution, allocation_id=allocation_id, now=now)
         if job.gpu_count or allocation_id is not None
         else None
     )
@@ -592,19 +592,35 @@ def job_submit(
     if allocation is not None:
         job.allocation = allocation
         job.gpu_class = allocation.gpu_class
-    if allocation is not None and job.gpu_count:
-        left = allocation.budget_gpu_seconds - allocation.used_gpu_seconds
-        reserved = _reserved_gpu_seconds(allocation)
-        if job.max_gpu_seconds > left - reserved:
-            raise ValidationError(
-                {
-                    "allocation": f"This job may use up to {job.max_gpu_seconds / 3600:.2f} "
-                    f"GPU-hours ({job.gpu_count} GPU x {job.time_limit_minutes} min); allocation "
-                    f"'{allocation.name}' has {left / 3600:.2f} left, of which "
-                    f"{reserved / 3600:.2f} are held by queued and running jobs."
-                }
-            )
+        check_allocation_holds(job, allocation)
+    check_pool_holds(job)
+    job.save()
+    job_event(job, f"Submitted by {user.username}.")
+    dispatch_soon()
+    return job
 
+
+def check_allocation_holds(job: Job, allocation: Allocation) -> None:
+    """Refuses a job whose most possible cost is more than what is left of the allocation
+    (locked by the caller), once its queued and running jobs are counted."""
+    if not job.gpu_count:
+        return
+    left = allocation.budget_gpu_seconds - allocation.used_gpu_seconds
+    reserved = _reserved_gpu_seconds(allocation)
+    if job.max_gpu_seconds > left - reserved:
+        raise ValidationError(
+            {
+                "allocation": f"This job may use up to {job.max_gpu_seconds / 3600:.2f} "
+                f"GPU-hours ({job.gpu_count} GPU x {job.time_limit_minutes} min); allocation "
+                f"'{allocation.name}' has {left / 3600:.2f} left, of which "
+                f"{reserved / 3600:.2f} are held by queued and running jobs."
+            }
+        )
+
+
+def check_pool_holds(job: Job) -> None:
+    """Refuses a job no compute node of the pool could ever run: not enough devices, or none
+    that isolates evaluations as the job requires."""
     queued = _queued(job)
     nodes = list(ComputeNode.objects.all())
     holding = [node for node in nodes if _device_fits(queued, node)]
@@ -623,17 +639,13 @@ def job_submit(
         for node, capacity in zip(holding, capacities, strict=True)
     ):
         terms = (
-            "fully isolates evaluations, as this benchmark requires"
+            "fully isolates evaluations, as this job requires"
             if queued.full_isolation
             else "isolates evaluations or is trusted-only for this benchmark's institution"
         )
         raise ValidationError(
             {"benchmark": f"No compute node in the pool that could hold this job {terms}."}
         )
-    job.save()
-    _event(job, f"Submitted by {user.username}.")
-    dispatch_soon()
-    return job
 
 
 def _release(job: Job) -> None:
@@ -673,7 +685,7 @@ def _finish(job: Job, state: str, *, now: datetime, charge: bool, reason: str = 
         _charge(job, now)
     job.save()
     _release(job)
-    _event(job, reason)
+    job_event(job, reason)
     dispatch_soon()
 
 
@@ -696,7 +708,7 @@ def _requeue_or_fail(job: Job, *, now: datetime, reason: str) -> None:
     job.started_at = None
     job.lease_expires_at = None
     job.save()
-    _event(job, f"{reason} Requeued.")
+    job_event(job, f"{reason} Requeued.")
     dispatch_soon()
 
 
@@ -971,7 +983,7 @@ def job_claim(*, node: ComputeNode, job_id: int, attempt: int) -> Job:
     job.started_at = now
     job.lease_expires_at = now + timedelta(seconds=settings.COMPUTE_LEASE_SECONDS)
     job.save(update_fields=["state", "started_at", "lease_expires_at"])
-    _event(job, f"Started on {node}.")
+    job_event(job, f"Started on {node}.")
     return job
 
 
