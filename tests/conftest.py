@@ -207,7 +207,12 @@ def start_worker_process(
     registered and consumes its queue. The caller stops it."""
     folder.mkdir(parents=True, exist_ok=True)
     log_path = folder / "worker.log"
-    env = {key: value for key, value in os.environ.items() if not key.startswith("WORKER_")}
+    # Celery reads CELERY_BROKER_URL from the environment before the broker it is given.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("WORKER_") and key != "CELERY_BROKER_URL"
+    }
     env.update(WORKER_BROKER_URL=broker_url, WORKER_NODE_URL=node_url, WORKER_NODE_TOKEN=token)
     with log_path.open("w") as log:
         process = subprocess.Popen(

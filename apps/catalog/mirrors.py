@@ -345,3 +345,36 @@ _TYPE_OF: dict[type[Model], str] = {
     Benchmark: "benchmark",
     Dataset: "dataset",
 }
+
+
+@transaction.atomic
+def model_version_mirror(
+    *,
+    origin: Origin,
+    institution: str,
+    fields: dict[str, Any],
+    version: MirroredVersion,
+    public: bool,
+) -> ModelVersion:
+    """One version of a peer's model that the peer asked us to evaluate. The model is created
+    if we have no mirror of it yet (public only if the peer says it is; a non-public one stays
+    private here, seen by nobody but staff); a mirror the sync keeps is left as it is, bar this
+    version and its files."""
+    model = ResearchModel.objects.filter(origin_node=origin.node, origin_id=origin.id).first()
+    if model is None:
+        visibility = Visibility.PUBLIC if public else Visibility.PRIVATE
+        model, _ = _save(
+            ResearchModel,
+            origin,
+            {**fields, "institution": _owner(origin, institution), "visibility": visibility},
+        )
+    row, _ = ModelVersion.objects.get_or_create(
+        model=model,
+        label=version.label[:64],
+        defaults={"release_notes": version.release_notes, "published_at": version.published_at},
+    )
+    for file in version.files:
+        ModelFile.objects.update_or_create(
+            version=row, filename=file.filename[:255], defaults={"artifact": _artifact(file)}
+        )
+    return row

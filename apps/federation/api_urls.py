@@ -1,6 +1,6 @@
 from django.urls import path
 
-from apps.federation import api
+from apps.federation import api, remote_api
 
 urlpatterns = [
     path("federation/peers/", api.PeerListApi.as_view(), name="peer-list"),
@@ -12,4 +12,10 @@ urlpatterns = [
     path("federation/peers/<int:peer_id>/revoke/", api.PeerRevokeApi.as_view()),
     path("federation/peers/<int:peer_id>/sync/", api.PeerSyncApi.as_view()),
     path("federation/keys/", api.NodeKeyListApi.as_view(), name="node-key-list"),
+    path("federation/remote-jobs/", remote_api.RemoteJobListApi.as_view(), name="remote-jobs"),
+    path("federation/remote-jobs/<int:remote_job_id>/", remote_api.RemoteJobDetailApi.as_view()),
+    path(
+        "federation/remote-jobs/<int:remote_job_id>/cancel/",
+        remote_api.RemoteJobCancelApi.as_view(),
+    ),
 ]

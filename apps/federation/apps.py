@@ -17,6 +17,7 @@ class FederationConfig(AppConfig):
 
     def ready(self) -> None:
         from apps.federation import (  # noqa: F401
+            remote_signals,  # announces grants, delivers the outcomes of peers' jobs
             schema,  # the API schema's peerSignature security scheme
             signals,  # records what the change feed must say
         )

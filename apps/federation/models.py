@@ -273,6 +273,10 @@ class RemoteJob(models.Model):
     def is_active(self) -> bool:
         return self.state in self.ACTIVE_STATES
 
+    @property
+    def gpu_hours(self) -> float:
+        return self.gpu_seconds / 3600
+
 
 class InboundJob(models.Model):
     """A job a peer asked this node to run for one of its institutions. Accepted, its model

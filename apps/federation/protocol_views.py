@@ -6,6 +6,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db import transaction
 from django.http import HttpRequest, JsonResponse
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
 from drf_spectacular.utils import extend_schema
 from rest_framework import exceptions, serializers, status
@@ -14,8 +15,9 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from apps.catalog.downloads import artifact_response
 from apps.core.serializers import StrictSerializer
-from apps.federation import feed, services
+from apps.federation import feed, grants, inbound_jobs, remote_jobs, services
 from apps.federation.models import Peer
 from apps.federation.signatures import (
     AllowPeeringRequest,
@@ -126,3 +128,98 @@ class FeedApi(ProtocolView):
         except feed.BadCursor as error:
             raise exceptions.ValidationError({"cursor": str(error)}, code="bad_cursor") from error
         return Response(page)
+
+
+class GrantsApi(ProtocolView):
+    """The granting node announces a grant (POST); the grantee's node lists them (GET)."""
+
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        peer = _approved_peer(request)
+        return Response({"grants": [grants.grant_payload(a) for a in grants.grants_to(peer)]})
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        if not isinstance(request.data, dict) or "grant" not in request.data:
+            raise exceptions.ValidationError({"grant": "Send the grant as `grant`."})
+        allocation = grants.grant_receive(peer=_approved_peer(request), data=request.data["grant"])
+        return Response({"allocation": allocation.pk})
+
+
+def _approved_peer(request: Request) -> Peer:
+    signed = signed_peer_of(request)
+    assert signed is not None and signed.peer is not None  # noqa: S101 - IsApprovedPeer
+    return signed.peer
+
+
+class EvaluationsApi(ProtocolView):
+    """A peer asks this node to run an evaluation under a grant we made it."""
+
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request) -> Response:
+        inbound, created = inbound_jobs.evaluation_receive(
+            peer=_approved_peer(request), data=request.data
+        )
+        return Response(
+            inbound_jobs.evaluation_status(inbound),
+            status=status.HTTP_202_ACCEPTED if created else status.HTTP_200_OK,
+        )
+
+
+class EvaluationApi(ProtocolView):
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, request_id: str) -> Response:
+        inbound = inbound_jobs.inbound_get(peer=_approved_peer(request), request_id=request_id)
+        return Response(inbound_jobs.evaluation_status(inbound))
+
+
+class CancelInput(StrictSerializer):
+    reason = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
+
+
+class EvaluationCancelApi(ProtocolView):
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request, request_id: str) -> Response:
+        data = CancelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        inbound = inbound_jobs.evaluation_cancel(
+            peer=_approved_peer(request),
+            request_id=request_id,
+            reason=data.validated_data["reason"],
+        )
+        return Response(inbound_jobs.evaluation_status(inbound))
+
+
+class RequestedFileApi(ProtocolView):
+    """A file of the model of an evaluation we asked the calling peer to run (streamed; the
+    peer checks it against the sha256 we sent)."""
+
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request, request_id: str, sha256: str) -> HttpResponseBase:
+        artifact, filename = remote_jobs.requested_file(
+            peer=_approved_peer(request), request_id=request_id, sha256=sha256
+        )
+        return artifact_response(request._request, artifact, filename)
+
+
+class RequestedOutcomeApi(ProtocolView):
+    """The calling peer delivers the outcome of an evaluation we asked it to run."""
+
+    permission_classes = [IsApprovedPeer]
+
+    @extend_schema(exclude=True)
+    def post(self, request: Request, request_id: str) -> Response:
+        remote_job = remote_jobs.outcome_receive(
+            peer=_approved_peer(request), request_id=request_id, data=request.data
+        )
+        return Response({"state": remote_job.state})

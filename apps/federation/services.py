@@ -22,7 +22,7 @@ from apps.accounts.models import Institution, User
 from apps.catalog.formats import InvalidArtifact, inspect_artifact
 from apps.catalog.models import Artifact
 from apps.catalog.services import artifact_storage, storage_name_for
-from apps.federation import client
+from apps.federation import client, grants
 from apps.federation.contract import (
     CAPABILITIES,
     FEED_PATH,
@@ -259,6 +259,9 @@ def peer_sync_now(*, peer_id: int, max_pages: int | None = None) -> SyncReport:
         raise ValidationError(f"{peer} is not an approved peer: nothing is synced.")
     try:
         report = peer_sync(peer=peer, fetch_page=_fetch_feed_page, max_pages=max_pages)
+        # Grants it made to our institutions: what an announcement may have missed.
+        if "remote-evaluation" in peer.capabilities:
+            grants.grants_pull(peer)
     except (client.FederationError, ValueError) as error:
         Peer.objects.filter(pk=peer.pk).update(last_error=str(error)[:2000])
         logger.warning("Sync with %s stopped: %s", peer.node_id, error)
@@ -296,15 +299,19 @@ def _origin_peer(artifact: Artifact) -> Peer:
     )
 
 
-def artifact_fetch_from_origin(artifact: Artifact) -> Artifact:
+def artifact_fetch_from_origin(
+    artifact: Artifact, *, peer: Peer | None = None, url: str = ""
+) -> Artifact:
     """Fetches a mirrored file from its origin node on first download, checks it against the
     sha256 the feed gave, and keeps it in the local content-addressed store. A file whose bytes
-    do not match is refused and logged, never stored."""
-    peer = _origin_peer(artifact)
+    do not match is refused and logged, never stored. `peer` and `url` name another place to
+    fetch it from (a peer's file of a job it asked us to run)."""
+    peer = peer or _origin_peer(artifact)
+    url = url or artifact.origin_url
     with tempfile.NamedTemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as temporary:
         digest = hashlib.sha256()
         size = 0
-        for chunk in client.peer_download(peer, artifact.origin_url, max_bytes=artifact.size + 1):
+        for chunk in client.peer_download(peer, url, max_bytes=artifact.size + 1):
             digest.update(chunk)
             size += len(chunk)
             temporary.write(chunk)

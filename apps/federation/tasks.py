@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from apps.federation import services, signatures
+from apps.federation import grants, inbound_jobs, remote_jobs, services, signatures
 
 
 @shared_task
@@ -20,3 +20,27 @@ def peer_sync_task(peer_id: int) -> None:
 def seen_nonces_prune_task() -> None:
     """Nonces older than the signature window can no longer be replayed: forget them."""
     signatures.seen_nonces_prune()
+
+
+@shared_task
+def grant_announce_task(allocation_id: int) -> None:
+    grants.grant_announce(allocation_id=allocation_id)
+
+
+@shared_task
+def evaluation_prepare_task(inbound_id: int) -> None:
+    inbound_jobs.evaluation_prepare(inbound_id=inbound_id)
+
+
+@shared_task
+def outcome_deliver_task(inbound_id: int) -> None:
+    inbound_jobs.outcome_deliver(inbound_id=inbound_id)
+
+
+@shared_task
+def remote_evaluations_task() -> None:
+    """The beat's sweep of remote evaluations, both ways: outcomes of peers' jobs not yet
+    delivered, requests whose preparation was lost, and our jobs at peers to follow."""
+    inbound_jobs.outcomes_deliver_due()
+    inbound_jobs.evaluations_prepare_stuck()
+    remote_jobs.remote_jobs_refresh_due()

@@ -10,6 +10,7 @@ are created by a colleague, so that a member sees them but may not edit them.
 
 import io
 import re
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,7 +40,7 @@ from apps.compute import selectors as compute_selectors
 from apps.compute import services as compute_services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
-from apps.federation.models import Peer
+from apps.federation.models import Peer, RemoteJob
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.factories import MembershipFactory, UserFactory, api_token_for, isolated
@@ -319,6 +320,27 @@ class World:
         return self.peer.pk
 
     @cached_property
+    def remote_job(self) -> RemoteJob:
+        """An evaluation the member ran on an approved peer's GPUs under the peer's grant to
+        the institution; finished, so no case calls the peer."""
+        now = timezone.now()
+        peer = Peer.objects.create(node_id="http://127.0.0.1:7", state=Peer.State.APPROVED)
+        grant = Allocation.objects.create(
+            institution=self.institution, name="A peer's grant", budget_gpu_seconds=3600,
+            starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=30),
+            origin_node=peer.node_id, origin_id="7",
+        )  # fmt: skip
+        return RemoteJob.objects.create(
+            request_id=uuid.uuid4(), peer=peer, allocation=grant, submitter=self.users["member"],
+            institution=self.institution, model_version=self.version, benchmark=self.benchmark,
+            state=RemoteJob.State.SUCCEEDED, finished_at=now,
+        )  # fmt: skip
+
+    @cached_property
+    def remote_job_id(self) -> int:
+        return self.remote_job.pk
+
+    @cached_property
     def leaderboard_benchmark_id(self) -> int:
         """The benchmark, once it has a result to rank."""
         return self.result.job.benchmark_id
@@ -558,6 +580,26 @@ TABLE: dict[tuple[str, str], Entry] = {
     ),
     ("POST", "/api/v1/federation/peers/{peer_id}/sync/"): Entry(
         outcomes(401, 403, 403, 403, 400), invalid=None
+    ),
+    ("GET", "/api/v1/federation/remote-jobs/"): Entry(
+        signed_in(200), lists=lambda w: w.remote_job_id
+    ),
+    # The benchmark is not public: no peer could run it, and nothing is sent.
+    ("POST", "/api/v1/federation/remote-jobs/"): Entry(
+        outcomes(401, 400, 400, 400, 400),
+        body=lambda w: {
+            "model_version": w.version.pk,
+            "benchmark": w.benchmark_id,
+            "allocation": w.remote_job.allocation_id,
+        },
+        invalid=None,
+    ),
+    ("GET", "/api/v1/federation/remote-jobs/{remote_job_id}/"): Entry(
+        outcomes(401, 404, 200, 200, 200)
+    ),
+    # Finished: those who may cancel it hear that it is already over.
+    ("POST", "/api/v1/federation/remote-jobs/{remote_job_id}/cancel/"): Entry(
+        outcomes(401, 404, 400, 400, 400), body=lambda w: {}, invalid=None
     ),
     ("GET", "/api/v1/federation/keys/"): Entry(outcomes(401, 403, 403, 403, 200)),
     ("POST", "/api/v1/federation/keys/"): Entry(outcomes(401, 403, 403, 403, 201), invalid=None),

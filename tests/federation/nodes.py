@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import psycopg
+import redis as redis_lib
 import requests
 from django.conf import settings
 
@@ -35,13 +36,16 @@ class Node:
     """One node. `start()` creates its database, migrates and serves; `stop()` ends the server
     (by its pid) and drops the database."""
 
-    def __init__(self, name: str, folder: Path, *, page_size: int = 500):
+    def __init__(
+        self, name: str, folder: Path, *, page_size: int = 500, redis_db: int | None = None
+    ):
         self.name = name
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.folder = folder
         self.database = f"rx_node_{name.lower()}_{secrets.token_hex(4)}"
         self.process: subprocess.Popen | None = None
+        self.processes: list[subprocess.Popen] = []
         self.token = ""
         db = settings.DATABASES["default"]
         user = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
@@ -65,6 +69,18 @@ class Node:
             "API_THROTTLE_USER": "100000/minute",
             "API_THROTTLE_ANON": "100000/minute",
         }
+        if redis_db is not None:
+            # A node with a pool: its own broker and cache (two Redis databases, emptied first),
+            # a control-plane Celery worker with beat, and GPU workers (`start_pool`).
+            redis = settings.CELERY_BROKER_URL.rsplit("/", 1)[0]
+            self.env.update(
+                CELERY_BROKER_URL=f"{redis}/{redis_db}",
+                CACHE_URL=f"{redis}/{redis_db + 1}",
+                CELERY_CONTROL_QUEUE=f"control-{name.lower()}",
+                FEDERATION_DELIVERY_RETRY_SECONDS="2",
+            )
+            for db in (redis_db, redis_db + 1):
+                redis_lib.Redis.from_url(f"{redis}/{db}").flushdb()
 
     def manage(self, *args: str, timeout: float = 300) -> str:
         done = subprocess.run(
@@ -89,8 +105,8 @@ class Node:
             cwd=REPO, env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         )  # fmt: skip
 
-    def serve(self) -> None:
-        log = (self.folder / "server.log").open("w")
+    def serve(self, *, first_start: bool = True) -> None:
+        log = (self.folder / "server.log").open("a")
         self.process = subprocess.Popen(
             [sys.executable, "manage.py", "runserver", f"127.0.0.1:{self.port}", "--noreload"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
@@ -106,6 +122,8 @@ class Node:
                 time.sleep(0.2)
         else:
             raise RuntimeError(f"node {self.name} did not start:\n{self.log()}")
+        if not first_start:
+            return
         self.token = self.python(
             "from apps.accounts.models import User\n"
             "from apps.accounts.services import api_token_create\n"
@@ -114,9 +132,48 @@ class Node:
             "print(secret)\n"
         ).strip()
 
+    def stop_server(self) -> None:
+        """Stops the web server only (the node is down for its peers); `serve(first_start=
+        False)` brings it back."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=20)
+
     def log(self) -> str:
         path = self.folder / "server.log"
         return path.read_text() if path.exists() else ""
+
+    def start_control_worker(self) -> None:
+        """The node's control plane: dispatcher, reconciler, deliveries, with their beat."""
+        log_path = self.folder / "control.log"
+        with log_path.open("w") as log:
+            process = subprocess.Popen(
+                [
+                    sys.executable, "-m", "celery", "-A", "config", "worker", "--beat",
+                    "--schedule", str(self.folder / "beat-schedule"),
+                    "--queues", self.env["CELERY_CONTROL_QUEUE"], "--pool", "solo",
+                    "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+                    "--without-heartbeat", "--hostname", f"control-{self.name}@%h",
+                ],
+                cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.processes.append(process)
+        deadline = time.monotonic() + 60
+        while "ready." not in log_path.read_text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"node {self.name}: control worker:\n{log_path.read_text()}")
+            time.sleep(0.2)
+
+    def stop_processes(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+        self.processes = []
 
     def api(self, method: str, path: str, **kwargs) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}", **kwargs.pop("headers", {})}
@@ -140,6 +197,7 @@ class Node:
         return row[0] if row else 0
 
     def stop(self) -> None:
+        self.stop_processes()
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:

@@ -312,6 +312,14 @@ CELERY_BEAT_SCHEDULE["sync-peers"] = {
     "task": "apps.federation.tasks.peers_sync_task",
     "schedule": FEDERATION_SYNC_INTERVAL_SECONDS,
 }
+# Remote evaluations: the outcome of a peer's job is pushed when it ends and, while the peer
+# does not take it, pushed again after this many seconds (doubling up to an hour); the jobs
+# we asked peers to run are followed (and their outcome pulled) on the same beat.
+FEDERATION_DELIVERY_RETRY_SECONDS = env.int("FEDERATION_DELIVERY_RETRY_SECONDS", default=10)
+CELERY_BEAT_SCHEDULE["remote-evaluations"] = {
+    "task": "apps.federation.tasks.remote_evaluations_task",
+    "schedule": FEDERATION_DELIVERY_RETRY_SECONDS,
+}
 # A mirrored record's file is fetched from its origin node on first download.
 ARTIFACT_REMOTE_FETCH = "apps.federation.services.artifact_fetch_from_origin"
 # A result's signed attestation is made with the node's key by the federation app.
