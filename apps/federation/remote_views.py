@@ -47,7 +47,6 @@ class RemoteJobForm(forms.Form):
             ModelVersion.objects.filter(
                 catalog_selectors.visible_to(user, "model__"),
                 model__origin_node="",
-                model__institution__memberships__user=user,
                 published_at__isnull=False,
             )
             .select_related("model")

@@ -500,3 +500,53 @@ def test_a_down_while_b_finishes_gets_the_result_later_exactly_once(cluster):
     assert done["state"] == "succeeded"
     results = cluster["ada"].json("GET", "results/", params={"origin": b.url, "page_size": 100})
     assert [r["id"] for r in results["results"]].count(done["result"]) == 1
+
+
+def test_a_reproduction_on_b_gives_the_same_metrics_and_both_leaderboards_show_it(cluster):
+    a, b, ada = cluster["a"], cluster["b"], cluster["ada"]
+    setup = cluster["setup_a"]
+    # A evaluates its model on its own benchmark, on its own pool.
+    job = ada.json(
+        "POST",
+        "jobs/",
+        expect=201,
+        json={"model_version": setup["version"], "benchmark": setup["cpu_benchmark"]},
+    )
+    assert wait_for(
+        lambda: ada.json("GET", f"jobs/{job['id']}/")["state"] in ("succeeded", "failed"),
+        timeout=120,
+        interval=1,
+    )
+    [original] = ada.json(
+        "GET",
+        "results/",
+        params={"model_version": setup["version"], "benchmark": setup["cpu_benchmark"]},
+    )["results"]
+    a_peer_at_b = peer_id(b, a)
+    b.json("POST", f"federation/peers/{a_peer_at_b}/sync/")  # B mirrors the result
+
+    held = grant(cluster, "Reproduction", 5)["at_a"]
+    done = follow(
+        cluster,
+        submit(
+            cluster,
+            benchmark=setup["cpu_benchmark"],
+            allocation=held["id"],
+            reproduction_of=original["id"],
+        )["id"],
+        ("succeeded", "failed", "refused"),
+    )
+
+    assert done["state"] == "succeeded", done
+    reproduction = ada.json("GET", f"results/{done['result']}/")
+    assert reproduction["reproduction_of"] == original["id"]
+    assert reproduction["metrics"] == original["metrics"]
+    assert reproduction["ran_by"]["node"] == b.url
+    on_a = ada.json("GET", f"benchmarks/{setup['cpu_benchmark']}/leaderboard/")["entries"]
+    assert [(e["result"]["id"], e["reproductions"], e["reproductions_agree"]) for e in on_a] == [
+        (original["id"], 1, True)
+    ]
+    mirror = mirror_of(b, a, "benchmarks/", setup["cpu_benchmark"])
+    on_b = b.json("GET", f"benchmarks/{mirror}/leaderboard/")["entries"]
+    assert [(e["reproductions"], e["reproductions_agree"]) for e in on_b] == [(1, True)]
+    assert on_b[0]["result"]["ran_by"]["node"] == a.url
