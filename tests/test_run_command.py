@@ -199,6 +199,25 @@ def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     status, page = get(opener, f"{base_url}/papers/?origin=peers")
     assert status == 200 and f"from {peer_url}" in page
 
+    # The first node granted the second node's lab GPU-hours; the lab's researcher evaluates
+    # their model on the first node's GPUs, and the signed result comes back to the second.
+    token = (Path(env["PLATFORM_VAR_DIR"]) / "peer-node" / "demo-researcher.token").read_text()
+    kiri = urllib.request.build_opener()
+    kiri.addheaders = [("Authorization", f"Bearer {token.strip()}")]
+
+    def remote_evaluation() -> dict:
+        status, body = get(kiri, f"{peer_url}/api/v1/federation/remote-jobs/")
+        results = json.loads(body)["results"] if status == 200 else []
+        return results[0] if results else {}
+
+    assert wait_for(lambda: remote_evaluation().get("state") == "succeeded", timeout=180), (
+        remote_evaluation(),
+        [line for line in log_path.read_text().splitlines() if "federation" in line][-30:],
+    )
+    result_id = remote_evaluation()["result"]
+    status, body = get(kiri, f"{peer_url}/api/v1/results/{result_id}/")
+    assert status == 200 and json.loads(body)["attestation_status"] == "verified"
+
     started = descendants(process.pid)
     assert len(started) >= 5, "expected make, honcho, web, control worker, beat, GPU worker"
     os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in the terminal does

@@ -1,12 +1,15 @@
-"""The demo's second node: another institution with its own papers, a dataset, a benchmark
-and a model, published through the services like any researcher's. `make run` starts it beside
-the first node and peers the two (management command demo_federation)."""
+"""The demo's second node: another institution with its own papers, a dataset, and models
+(one an ONNX digits classifier it evaluates on the first node's GPUs), published through the
+services like any researcher's. `make run` starts it beside the first node and peers the two
+(management command demo_federation), which also grants the second node's lab GPU-hours of
+the first node's pool and sends that evaluation."""
 
 import csv
 import io
 import json
 import os
 import random
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,7 @@ from apps.accounts.services import api_token_create
 from apps.catalog import services
 from apps.catalog.models import Paper, ResearchModel, Visibility
 from apps.catalog.uploads import uploaded_file_from_bytes
+from apps.evaluations.samples import digits
 
 PEER_INSTITUTION = {
     "slug": "kestrel-bay-bio",
@@ -51,6 +55,8 @@ PEER_PAPERS: list[dict[str, Any]] = [
 
 RESIDUES = "ACDEFGHIKLMNPQRSTVWY"
 TOKEN_FILE = "demo-operator.token"  # noqa: S105 - a file name, not a secret
+RESEARCHER_TOKEN_FILE = "demo-researcher.token"  # noqa: S105 - a file name, not a secret
+DIGITS_MODEL_SLUG = "kestrel-digits-tree"
 
 
 def _sequences_csv() -> bytes:
@@ -144,10 +150,44 @@ def peer_node_demo_load(*, password: str) -> tuple[User, Path]:
             publish=True,
         )
 
+    if not ResearchModel.objects.filter(slug=DIGITS_MODEL_SLUG, institution=institution).exists():
+        _digits_model(researcher, institution)
+
     _token, secret = api_token_create(user=admin, name="demo peering", scope="read_write")
-    token_file = Path(settings.VAR_DIR) / TOKEN_FILE
+    token_file = _write_token(TOKEN_FILE, secret)
+    _token, secret = api_token_create(user=researcher, name="demo", scope="read_write")
+    _write_token(RESEARCHER_TOKEN_FILE, secret)
+    return admin, token_file
+
+
+def _digits_model(researcher: User, institution: Institution) -> None:
+    """An ONNX digits classifier of this lab: what it evaluates on the first node's GPUs."""
+    with tempfile.TemporaryDirectory() as folder:
+        sample = digits.build_digits(Path(folder))
+        weights = services.artifact_store(
+            user=researcher,
+            upload=uploaded_file_from_bytes(sample.weak_model_path.read_bytes(), "model.onnx"),
+        )
+    model = services.model_create(
+        user=researcher,
+        institution=institution,
+        name="Kestrel digits decision tree (depth 4)",
+        slug=DIGITS_MODEL_SLUG,
+        summary="A shallow decision tree on scikit-learn's 8x8 digits, exported to ONNX.",
+        license="MIT",
+        task="image-classification",
+        tags=["demo"],
+    )
+    services.version_create(
+        user=researcher, model=model, label="1.0", files=[("model.onnx", weights.sha256)],
+        publish=True,
+    )  # fmt: skip
+
+
+def _write_token(name: str, secret: str) -> Path:
+    token_file = Path(settings.VAR_DIR) / name
     token_file.parent.mkdir(parents=True, exist_ok=True)
     descriptor = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
         handle.write(secret)
-    return admin, token_file
+    return token_file

@@ -1,18 +1,28 @@
 """Peers the two demo nodes that `make run` starts, through the protocol as operators would:
 this node's staff asks the other node, the other node's staff approves (through its API), and
-each pulls the other's feed at once. Then it reports, every half minute, what each node
-mirrors of the other, until it is stopped."""
+each pulls the other's feed at once. This node then grants the other node's lab GPU-hours of
+its pool, and the lab's researcher, on the other node, evaluates a model on this node's GPUs.
+Then it reports, every half minute, what each node mirrors of the other and how that
+evaluation goes, until it is stopped."""
 
 import time
+from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import requests
 from django.core.management.base import BaseCommand, CommandError
+from django.utils import timezone
 
-from apps.accounts.models import User
+from apps.accounts.models import Institution, User
 from apps.catalog.models import Dataset, Paper, ResearchModel
-from apps.federation import client, services
+from apps.compute import services as compute_services
+from apps.compute.models import Allocation
+from apps.federation import client, grants, services
+from apps.federation.demo import DIGITS_MODEL_SLUG, RESEARCHER_TOKEN_FILE
 from apps.federation.models import Peer
+
+DIGITS_BENCHMARK_SLUG = "digits-held-out"  # the first node's, from the evaluations demo
 
 STARTUP_SECONDS = 180
 REPORT_EVERY_SECONDS = 30
@@ -41,11 +51,76 @@ class Command(BaseCommand):
         peer.refresh_from_db()
         services.peer_sync_now(peer_id=peer.pk)
         session.post(f"{peer_url}/api/v1/federation/peers/{self._id_there}/sync/", timeout=120)
+        researcher = requests.Session()
+        token_file = Path(options["peer_token_file"]).with_name(RESEARCHER_TOKEN_FILE)
+        researcher.headers["Authorization"] = f"Bearer {token_file.read_text().strip()}"
+        self._evaluate_on_our_gpus(researcher, peer, peer_url, own_url)
         while True:
             self._report(session, peer, peer_url, own_url)
+            self._report_remote_jobs(researcher, peer_url)
             if options["once"]:
                 return
             time.sleep(REPORT_EVERY_SECONDS)
+
+    def _evaluate_on_our_gpus(
+        self, researcher: requests.Session, peer: Peer, peer_url: str, own_url: str
+    ) -> None:
+        """This node grants the peer's lab GPU-hours of its pool; the lab's researcher, at the
+        peer, evaluates their digits model on this node's digits benchmark under that grant."""
+        institution = Institution.objects.filter(origin_node=peer_url).first()
+        admin = User.objects.filter(is_staff=True).order_by("pk").first()
+        if institution is None or admin is None:
+            raise CommandError("The peer's institution has not been mirrored: sync first.")
+        allocation = Allocation.objects.filter(institution=institution, origin_node="").first()
+        if allocation is None:
+            now = timezone.now()
+            allocation = compute_services.allocation_create(
+                user=admin, institution=institution, name="Kestrel Bay on this node's pool",
+                gpu_hours=Decimal(20), starts_at=now, ends_at=now + timedelta(days=90),
+            )  # fmt: skip
+        grants.grant_announce(allocation_id=allocation.pk)
+        api = f"{peer_url}/api/v1"
+        if researcher.get(f"{api}/federation/remote-jobs/", timeout=30).json()["count"]:
+            return
+        held = researcher.get(f"{api}/allocations/", timeout=30).json()["results"]
+        grant = next((g for g in held if g["held_at"] == own_url), None)
+        benchmarks = researcher.get(
+            f"{api}/benchmarks/", params={"origin": own_url, "page_size": "100"}, timeout=30
+        ).json()["results"]
+        benchmark = next((b for b in benchmarks if b["slug"] == DIGITS_BENCHMARK_SLUG), None)
+        models = researcher.get(
+            f"{api}/models/", params={"origin": "local", "page_size": "100"}, timeout=30
+        ).json()["results"]
+        model = next((m for m in models if m["slug"] == DIGITS_MODEL_SLUG), None)
+        if grant is None or benchmark is None or model is None:
+            self.stdout.write("The peer has not received the grant or the benchmark yet.")
+            return
+        versions = researcher.get(f"{api}/models/{model['id']}/", timeout=30).json()["versions"]
+        answer = researcher.post(
+            f"{api}/federation/remote-jobs/",
+            json={
+                "model_version": versions[0]["id"],
+                "benchmark": benchmark["id"],
+                "allocation": grant["id"],
+            },
+            timeout=120,
+        )
+        self.stdout.write(
+            f"{peer_url} sent an evaluation to run on this node's GPUs: "
+            f"{answer.status_code} {answer.json().get('state', answer.text[:300])}"
+        )
+
+    def _report_remote_jobs(self, researcher: requests.Session, peer_url: str) -> None:
+        try:
+            jobs = researcher.get(f"{peer_url}/api/v1/federation/remote-jobs/", timeout=30).json()
+        except (requests.RequestException, ValueError):
+            return
+        for job in jobs.get("results", [])[:3]:
+            self.stdout.write(
+                f"Evaluation on this node's GPUs for {peer_url}: {job['model_name']} on "
+                f"{job['benchmark_name']}: {job['state']}"
+                + (f", result {job['result']} there, signed here" if job["result"] else "")
+            )
 
     def _wait_for(self, url: str) -> None:
         deadline = time.monotonic() + STARTUP_SECONDS
