@@ -113,14 +113,30 @@ def gpu_stand_in(node: Node, queue: str, token: str) -> subprocess.Popen:
     return process
 
 
+def cpu_worker(node: Node, token: str, folder: str):
+    return start_worker_process(
+        token=token,
+        node_url=node.url,
+        broker_url=node.env["CELERY_BROKER_URL"],
+        folder=node.folder / folder,
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, django_db_blocker):
     folder = tmp_path_factory.mktemp("remote")
     a = Node("A", folder / "a", redis_db=9)
     b = Node("B", folder / "b", redis_db=11)
     for node in (a, b):
-        node.env["COMPUTE_NODE_OFFLINE_AFTER_SECONDS"] = "3600"
-    workers = []
+        # Leases of seconds: an attempt whose worker is killed is requeued at once.
+        node.env.update(
+            COMPUTE_NODE_OFFLINE_AFTER_SECONDS="3600",
+            COMPUTE_HEARTBEAT_SECONDS="1",
+            COMPUTE_LEASE_SECONDS="3",
+            COMPUTE_CLAIM_TIMEOUT_SECONDS="4",
+        )
+    workers: list = []
+    tokens: dict[str, str] = {}
     try:
         with django_db_blocker.unblock():
             start_nodes([a, b])
@@ -136,14 +152,8 @@ def cluster(tmp_path_factory, django_db_blocker):
         for node, slug in ((a, "north"), (b, "south")):
             node.start_control_worker()
             cpu = json.loads(node.python(NODE.format(slug=slug, name="cpu", gpus=False)))
-            workers.append(
-                start_worker_process(
-                    token=cpu["token"],
-                    node_url=node.url,
-                    broker_url=node.env["CELERY_BROKER_URL"],
-                    folder=node.folder / "worker",
-                )
-            )
+            tokens[node.name] = cpu["token"]
+            workers.append(cpu_worker(node, cpu["token"], "worker"))
         gpu = json.loads(b.python(NODE.format(slug="south", name="gpu", gpus=True)))
         yield {
             "a": a,
@@ -153,6 +163,8 @@ def cluster(tmp_path_factory, django_db_blocker):
             "setup_a": setup_a,
             "setup_b": setup_b,
             "gpu": gpu,
+            "workers": workers,
+            "cpu_tokens": tokens,
         }
     finally:
         for worker in workers:
@@ -550,3 +562,49 @@ def test_a_reproduction_on_b_gives_the_same_metrics_and_both_leaderboards_show_i
     on_b = b.json("GET", f"benchmarks/{mirror}/leaderboard/")["entries"]
     assert [(e["reproductions"], e["reproductions_agree"]) for e in on_b] == [(1, True)]
     assert on_b[0]["result"]["ran_by"]["node"] == a.url
+
+
+HOLD = """
+from apps.accounts.models import Institution
+from apps.catalog import services
+from apps.catalog.models import Benchmark
+institution = Institution.objects.get(slug="south")
+cpu = Benchmark.objects.get(slug="south-digits")
+held = services.benchmark_create(
+    user=institution.memberships.get().user, institution=institution, name="south files check",
+    slug="south-files-check", dataset=cpu.dataset, task_type="pool-check", evaluator="smoke",
+    metrics=[{"name": "files", "higher_is_better": True}], evaluator_config={"hold_seconds": 4})
+print(held.pk)
+"""
+
+
+def test_b_worker_killed_mid_job_is_requeued_and_a_gets_one_result(cluster):
+    a, b = cluster["a"], cluster["b"]
+    held_benchmark = int(b.python(HOLD))
+    a.json("POST", f"federation/peers/{peer_id(a, b)}/sync/")
+    held = grant(cluster, "Killed worker", 5)["at_a"]
+    submitted = submit(
+        cluster, benchmark=mirror_of(a, b, "benchmarks/", held_benchmark), allocation=held["id"]
+    )
+    running = follow(cluster, submitted["id"], ("running",), timeout=60)
+    [first] = [w for w in cluster["workers"] if w.cache_dir.parent == b.folder / "worker"]
+    first.process.kill()  # the host dies mid-job
+    first.process.wait(timeout=10)
+    cluster["workers"].append(cpu_worker(b, cluster["cpu_tokens"]["B"], "second-worker"))
+
+    done = follow(cluster, submitted["id"], ("succeeded", "failed"), timeout=120)
+
+    assert done["state"] == "succeeded", done
+    assert running["attempt"] == 1 and done["attempt"] == 2
+    [(lease_lost,)] = b_database(
+        cluster,
+        "SELECT message FROM compute_jobevent WHERE job_id = %s AND attempt = 1 "
+        "ORDER BY id DESC LIMIT 1",
+        done["peer_job_id"],
+    )
+    assert "lease expired" in lease_lost
+    assert b_database(
+        cluster, "SELECT count(*) FROM evaluations_result WHERE job_id = %s", done["peer_job_id"]
+    ) == [(1,)]
+    results = cluster["ada"].json("GET", "results/", params={"origin": b.url, "page_size": 100})
+    assert [r["id"] for r in results["results"]].count(done["result"]) == 1
