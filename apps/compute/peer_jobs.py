@@ -33,7 +33,8 @@ from worker.evaluators import SAFE_MODEL_FORMATS, evaluator_specs
 def peer_account(institution: Institution) -> User:
     """The account that stands in as the submitter of a peer institution's jobs: it cannot sign
     in and belongs to no institution here."""
-    username = f"peer-{institution.pk}"
+    # A colon no one can register in a username: never a local account's name.
+    username = f"peer:{institution.pk}"
     user, created = User.objects.get_or_create(
         username=username, defaults={"is_active": False, "first_name": institution.name[:150]}
     )

@@ -33,10 +33,7 @@ def remote_result_record(
     attestation_status: str,
     reproduction_of: Result | None,
 ) -> Result:
-    """Stores the result once: the same result delivered again returns the one stored."""
-    existing = Result.objects.filter(origin_node=node, origin_id=origin_id).first()
-    if existing is not None:
-        return existing
+    """Stores the result (the caller has checked it is not stored yet)."""
     return Result.objects.create(
         origin_node=node,
         origin_id=origin_id,

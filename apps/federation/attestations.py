@@ -221,14 +221,20 @@ def result_signed_on_create(
 def _finished_at(statement: Mapping[str, Any]) -> datetime | None:
     predicate = statement.get("predicate")
     value = predicate.get("finished_at") if isinstance(predicate, Mapping) else None
-    return parse_datetime(value) if isinstance(value, str) else None
+    try:
+        return parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:  # well formed, but no such time
+        return None
 
 
-def _valid_for(rows: Iterable[NodeKey | PeerKey], statement: Mapping[str, Any]) -> dict[str, str]:
+def _valid_for(
+    rows: Iterable[NodeKey | PeerKey], statement: Mapping[str, Any], *, live: bool = False
+) -> dict[str, str]:
     """The keys that may have signed the statement: valid now, or retiring after the evaluation
-    finished (a result signed during a key's grace period stays verifiable)."""
+    finished (a result signed during a key's grace period stays verifiable). `live`: a
+    statement the peer has just made (a job's outcome), which only a key valid now signs."""
     now = timezone.now()
-    finished = _finished_at(statement)
+    finished = None if live else _finished_at(statement)
     return {
         key.key_id: key.public_key
         for key in rows
@@ -238,11 +244,13 @@ def _valid_for(rows: Iterable[NodeKey | PeerKey], statement: Mapping[str, Any]) 
     }
 
 
-def _usable_keys(peer: Peer, key_ids: list[str], statement: Mapping[str, Any]) -> dict[str, str]:
+def _usable_keys(
+    peer: Peer, key_ids: list[str], statement: Mapping[str, Any], *, live: bool = False
+) -> dict[str, str]:
     """The peer's pinned keys among `key_ids` that may have signed the statement. Raises
     AttestationRefused when the only pinned ones had expired by then."""
     pinned = list(PeerKey.objects.filter(peer=peer, key_id__in=key_ids))
-    usable = _valid_for(pinned, statement)
+    usable = _valid_for(pinned, statement, live=live)
     if pinned and not usable:
         ended = ", ".join(f"{key.key_id} until {_time(key.retiring_until)}" for key in pinned)
         raise AttestationRefused(
@@ -270,12 +278,14 @@ def verify_peer_result(
     metrics: Mapping[str, Any],
     model_sha256s: Collection[str],
     dataset_sha256s: Collection[str],
+    live: bool = False,
 ) -> str:
     """Checks a peer's attestation of a result against the keys pinned for the peer and
     against the result it came with: the model's and the dataset's files (sha256) and the
     metrics. Returns AttestationStatus.VERIFIED, or UNVERIFIABLE when there is no envelope or
     it is signed by a key id never pinned for the peer. Raises AttestationRefused when the
-    envelope is malformed, its signature fails, or it speaks of other files or metrics."""
+    envelope is malformed, its signature fails, or it speaks of other files or metrics.
+    `live`: the outcome of a job the peer just ran, which only a key valid now may sign."""
     if envelope is None:
         return AttestationStatus.UNVERIFIABLE
     try:
@@ -283,7 +293,7 @@ def verify_peer_result(
         claimed = statement_unverified(envelope)
     except AttestationInvalid as error:
         raise AttestationRefused(error.reason) from error
-    usable = _usable_keys(peer, key_ids, claimed)
+    usable = _usable_keys(peer, key_ids, claimed, live=live)
     if not usable:
         return AttestationStatus.UNVERIFIABLE
     try:

@@ -15,8 +15,10 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.http import Http404
 from django.urls import reverse
@@ -47,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 SHA256 = r"^[0-9a-f]{64}$"
 MAX_FILES = 1000
+# A preparation runs as one task of up to an hour (large models); one that vanished is
+# started again after that.
+PREPARE_RETRY_SECONDS = 3600
 
 
 class ReferenceInput(StrictSerializer):
@@ -65,6 +70,14 @@ class VersionInput(StrictSerializer):
     label = serializers.CharField(max_length=64)  # type: ignore[assignment]  # a field, not Field.label
     published_at = serializers.DateTimeField()
     files = serializers.ListField(child=FileInput(), allow_empty=False, max_length=MAX_FILES)
+
+    def validate_files(self, files: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        # What this node would accept from its own researchers, in all.
+        if sum(file["size"] for file in files) > settings.ARTIFACT_MAX_BYTES:
+            raise serializers.ValidationError(
+                f"The version's files come to more than {settings.ARTIFACT_MAX_BYTES} bytes."
+            )
+        return files
 
 
 class ModelInput(StrictSerializer):
@@ -116,11 +129,6 @@ def evaluation_receive(*, peer: Peer, data: Any) -> tuple[InboundJob, bool]:
     benchmark = resolve(Benchmark, fields["benchmark"])
     if benchmark is None or benchmark.visibility != Visibility.PUBLIC:
         raise ValidationError({"benchmark": "No such public benchmark on this node."})
-    reproduction_of = None
-    if fields.get("reproduction_of"):
-        reproduction_of = resolve(Result, fields["reproduction_of"])
-        if reproduction_of is None:
-            raise ValidationError({"reproduction_of": "No such result on this node."})
 
     model = fields["model"]
     files = model["version"]["files"]
@@ -149,7 +157,10 @@ def evaluation_receive(*, peer: Peer, data: Any) -> tuple[InboundJob, bool]:
                         size=file["size"],
                         format=file["format"],
                         unsafe=False,
-                        url=_file_url(peer, str(request_id), file["sha256"]),
+                        # Bytes a peer lends for its job, maybe of a non-public version: kept
+                        # with no origin, so no mirrored record (a public one naming the same
+                        # digest) ever makes them readable here.
+                        url="",
                     )
                     for file in files
                 ],
@@ -160,6 +171,29 @@ def evaluation_receive(*, peer: Peer, data: Any) -> tuple[InboundJob, bool]:
         raise ValidationError(
             {"model": f"This node does not know the model's institution ({error})."}
         ) from error
+    except IntegrityError as error:
+        raise ValidationError(
+            {"model": "This node holds another model of yours under that slug or version."}
+        ) from error
+    reproduction_of = None
+    if fields.get("reproduction_of"):
+        reproduction_of = resolve(Result, fields["reproduction_of"])
+        # Only a public result of this very model version on this benchmark: a peer cannot
+        # pin a reproduction on any result it likes.
+        if (
+            reproduction_of is None
+            or reproduction_of.model_version_id != version.pk
+            or reproduction_of.benchmark_id != benchmark.pk
+            or not evaluation_selectors.result_list(user=AnonymousUser())
+            .filter(pk=reproduction_of.pk)
+            .exists()
+        ):
+            raise ValidationError(
+                {
+                    "reproduction_of": "No such public result on this node, of this model "
+                    "version on this benchmark."
+                }
+            )
     inbound = InboundJob.objects.create(
         peer=peer,
         request_id=request_id,
@@ -191,7 +225,9 @@ def evaluation_prepare(*, inbound_id: int) -> InboundJob:
         return inbound
     for model_file in inbound.model_version.files.select_related("artifact"):
         artifact = model_file.artifact
-        if artifact.storage_name:
+        # Bytes of this node are fetched too: naming a digest of ours proves nothing, so the
+        # peer shows it holds them (the same bytes, nothing new is stored).
+        if artifact.storage_name and artifact.origin_url:
             continue
         try:
             artifact_fetch_from_origin(
@@ -202,6 +238,10 @@ def evaluation_prepare(*, inbound_id: int) -> InboundJob:
         except client.FederationError as error:
             _fail(inbound, f"The model file {model_file.filename} could not be fetched: {error}")
             return inbound
+        except Exception:  # out of time, out of disk: the job fails, it never hangs
+            logger.exception("Preparing %s failed", inbound)
+            _fail(inbound, f"The model file {model_file.filename} could not be stored here.")
+            raise
     try:
         with transaction.atomic():
             locked = InboundJob.objects.select_for_update().get(pk=inbound.pk)
@@ -392,13 +432,23 @@ def outcomes_deliver_due() -> int:
         delivered_at=None,
         peer__state=Peer.State.APPROVED,
     ).values_list("pk", flat=True)
-    return sum(outcome_deliver(inbound_id=inbound_id) for inbound_id in list(due[:200]))
+    delivered = 0
+    for inbound_id in list(due.order_by("next_delivery_at", "pk")[:200]):
+        try:
+            delivered += outcome_deliver(inbound_id=inbound_id)
+        except Exception:  # one outcome's trouble must not hold back the others
+            logger.exception("Delivering the outcome of inbound job %s failed", inbound_id)
+    return delivered
 
 
 def evaluations_prepare_stuck() -> None:
-    """Requests whose preparation task was lost (a flushed broker) are prepared again."""
-    stale = timezone.now() - timedelta(minutes=5)
+    """Requests still preparing long after they came (their task lost with a flushed broker)
+    get a new preparation task, at most once per PREPARE_RETRY_SECONDS each."""
+    from apps.federation.tasks import evaluation_prepare_task
+
+    stale = timezone.now() - timedelta(seconds=PREPARE_RETRY_SECONDS)
     for inbound_id in InboundJob.objects.filter(
         state=InboundJob.State.PREPARING, created_at__lt=stale
     ).values_list("pk", flat=True)[:50]:
-        evaluation_prepare(inbound_id=inbound_id)
+        if cache.add(f"federation:prepare:{inbound_id}", 1, timeout=PREPARE_RETRY_SECONDS):
+            evaluation_prepare_task.delay(inbound_id)

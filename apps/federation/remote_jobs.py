@@ -9,14 +9,17 @@ with the peer's signed attestation, verified against the peer's pinned keys befo
 stored. The outcome is taken once: a copy delivered again changes nothing.
 """
 
+import contextlib
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.http import Http404
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from rest_framework import serializers
 
 from apps.accounts.models import Institution, User
@@ -198,8 +201,10 @@ def _request(remote_job: RemoteJob) -> dict[str, Any]:
 
 
 def _refused(error: client.PeerRefused) -> bool:
-    """A refusal that is the peer's answer, not a passing trouble worth sending again."""
-    return 400 <= error.status < 500 and error.status not in (408, 409, 425, 429)
+    """A refusal that is the peer's answer to this request (it checked it and said no), not a
+    passing trouble worth sending again: a signature the peer could not check yet (a key it
+    has not fetched, clocks apart), a suspension that may be lifted, a busy peer."""
+    return error.status in (400, 404, 413, 422)
 
 
 def remote_job_send(remote_job: RemoteJob) -> RemoteJob:
@@ -221,7 +226,14 @@ def remote_job_send(remote_job: RemoteJob) -> RemoteJob:
         return RemoteJob.objects.get(pk=remote_job.pk)
     except client.FederationError as error:
         return _note_error(remote_job, error)
-    return remote_job_apply(remote_job_id=remote_job.pk, data=answer)
+    try:
+        return remote_job_apply(remote_job_id=remote_job.pk, data=answer)
+    except PEER_DATA_ERRORS as error:
+        return _note_error(remote_job, error)
+
+
+# What a peer's answer that does not hold raises while it is applied.
+PEER_DATA_ERRORS = (ValidationError, serializers.ValidationError)
 
 
 def _note_error(remote_job: RemoteJob, error: Exception) -> RemoteJob:
@@ -265,7 +277,12 @@ def _usage_figure(peer: Peer, remote_job: RemoteJob, envelope: Any) -> int:
     """The GPU-seconds the peer's signed usage record states for this job."""
     if not isinstance(envelope, dict):
         raise _refuse("A finished evaluation comes with its signed usage record.")
-    keys = {key.key_id: key.public_key for key in peer.keys.all()}
+    now = timezone.now()
+    keys = {
+        key.key_id: key.public_key
+        for key in peer.keys.all()
+        if key.retiring_until is None or key.retiring_until > now
+    }
     try:
         statement = attestations.verify_envelope(envelope, keys)
     except attestations.AttestationInvalid as error:
@@ -284,7 +301,17 @@ def _usage_figure(peer: Peer, remote_job: RemoteJob, envelope: Any) -> int:
     return seconds
 
 
+def _signed(predicate: dict[str, Any], *path: str) -> Any:
+    value: Any = predicate
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
 def _store_result(peer: Peer, remote_job: RemoteJob, data: dict[str, Any]) -> Result:
+    """Stores the peer's result of this job once its attestation holds. What the result says
+    of itself (its id and page there, GPU-seconds, times, who ran it, isolation) is taken from
+    the signed statement, never from the unsigned answer around it."""
     version, benchmark = remote_job.model_version, remote_job.benchmark
     try:
         status = attestations.verify_peer_result(
@@ -295,29 +322,47 @@ def _store_result(peer: Peer, remote_job: RemoteJob, data: dict[str, Any]) -> Re
             dataset_sha256s=list(
                 benchmark.dataset.files.values_list("artifact__sha256", flat=True)
             ),
+            live=True,
         )
     except attestations.AttestationRefused as error:
         raise _refuse(f"The result's attestation does not hold: {error}") from error
     if status != AttestationStatus.VERIFIED:
         raise _refuse("The result carries no attestation signed by a key pinned for the peer.")
+    predicate = attestations.statement_unverified(data["attestation"])["predicate"]
+    origin_id = str(_signed(predicate, "result", "id") or "")
+    if not origin_id or origin_id != data["id"]:
+        raise _refuse("The result's id is not the one its attestation names.")
+    if Result.objects.filter(origin_node=peer.node_id, origin_id=origin_id).exists():
+        raise _refuse(f"Result {origin_id} of the peer is already stored here, for another job.")
+    provenance = dict(data["provenance"])
+    provenance["isolation"] = _signed(predicate, "isolation") or {}
+    gpu_seconds = _signed(predicate, "gpu_seconds")
     return remote_result_record(
         node=peer.node_id,
-        origin_id=data["id"],
-        origin_url=data["url"],
+        origin_id=origin_id,
+        origin_url=str(_signed(predicate, "result", "url") or "")[:500],
         model_version=version,
         benchmark=benchmark,
         institution=Institution.objects.get(pk=remote_job.institution_id),
         attempt=data["attempt"],
         metrics=data["metrics"],
-        provenance=data["provenance"],
-        gpu_seconds=data["gpu_seconds"],
-        started_at=data["started_at"],
-        finished_at=data["finished_at"],
-        ran_by_institution=data["ran_by_institution"],
+        provenance=provenance,
+        gpu_seconds=float(gpu_seconds) if isinstance(gpu_seconds, int | float) else 0.0,
+        started_at=_signed_time(predicate, "started_at"),
+        finished_at=_signed_time(predicate, "finished_at"),
+        ran_by_institution=str(_signed(predicate, "ran_by", "institution", "name") or ""),
         attestation=data["attestation"],
         attestation_status=status,
         reproduction_of=remote_job.reproduction_of,
     )
+
+
+def _signed_time(predicate: dict[str, Any], key: str) -> datetime | None:
+    value = predicate.get(key)
+    try:
+        return parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 @transaction.atomic
@@ -335,9 +380,15 @@ def remote_job_apply(*, remote_job_id: int, data: Any) -> RemoteJob:
     fields = status.validated_data
     if fields["request_id"] != remote_job.request_id:
         raise _refuse("The status is about another evaluation.")
-    if remote_job.state in RemoteJob.FINISHED_STATES:
-        return remote_job  # taken once; a copy delivered again changes nothing
     peer = remote_job.peer
+    if remote_job.state in RemoteJob.FINISHED_STATES:
+        if remote_job.usage_record is None and fields["state"] in EVALUATION_FINISHED_STATES:
+            # Cancelled here while the request was on its way, yet the peer ran it: both nodes
+            # still show the figure it charged.
+            remote_job.gpu_seconds = _usage_figure(peer, remote_job, fields["usage"])
+            remote_job.usage_record = fields["usage"]
+            remote_job.save(update_fields=["gpu_seconds", "usage_record", "updated_at"])
+        return remote_job  # taken once; a copy delivered again changes nothing
     if str(fields["grant"].get("id")) != remote_job.allocation.origin_id:
         raise _refuse("The status names another grant.")
     grants.grant_receive(peer=peer, data=fields["grant"])
@@ -371,16 +422,22 @@ def remote_job_refresh(remote_job: RemoteJob) -> tuple[RemoteJob, dict[str, Any]
     try:
         answer = client.peer_call(remote_job.peer, "GET", path)
         return remote_job_apply(remote_job_id=remote_job.pk, data=answer), answer
-    except (client.FederationError, ValidationError) as error:
+    except (client.FederationError, *PEER_DATA_ERRORS) as error:
         return _note_error(remote_job, error), None
 
 
 def remote_jobs_refresh_due() -> None:
     """The beat follows every job still active at a peer (and sends requests not yet sent)."""
-    for remote_job in RemoteJob.objects.filter(
-        state__in=RemoteJob.ACTIVE_STATES, peer__state=Peer.State.APPROVED
-    ).select_related("peer")[:200]:
-        remote_job_refresh(remote_job)
+    due = (
+        RemoteJob.objects.filter(state__in=RemoteJob.ACTIVE_STATES, peer__state=Peer.State.APPROVED)
+        .select_related("peer")
+        .order_by("updated_at")[:200]
+    )
+    for remote_job in due:
+        try:
+            remote_job_refresh(remote_job)
+        except Exception:  # one job's trouble must not stop the others being followed
+            logger.exception("Following remote job %s failed", remote_job.request_id)
 
 
 def remote_job_require_canceller(*, user: User, remote_job: RemoteJob) -> None:
@@ -399,13 +456,17 @@ def remote_job_cancel(*, user: User, remote_job: RemoteJob, reason: str = "") ->
         raise ValidationError(
             {"state": f"The job is already {remote_job.get_state_display().lower()}."}
         )
+    path = EVALUATION_CANCEL_PATH.format(request_id=remote_job.request_id)
     if remote_job.state == State.SENDING:
         RemoteJob.objects.filter(pk=remote_job.pk, state=State.SENDING).update(
             state=State.CANCELLED, reason="Cancelled before the peer answered.",
             finished_at=timezone.now(),
         )  # fmt: skip
+        # The request may have reached the peer although its answer did not reach us. If the
+        # peer never got it, or runs it anyway, there is nothing to undo: its figure is taken.
+        with contextlib.suppress(client.FederationError):
+            client.peer_call(remote_job.peer, "POST", path, json={"reason": "by the requester"})
         return RemoteJob.objects.get(pk=remote_job.pk)
-    path = EVALUATION_CANCEL_PATH.format(request_id=remote_job.request_id)
     try:
         client.peer_call(
             remote_job.peer, "POST", path, json={"reason": f"by {user.username}. {reason}".strip()}

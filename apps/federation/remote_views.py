@@ -139,5 +139,5 @@ def remote_job_cancel(request: AuthenticatedHttpRequest, remote_job_id: int) -> 
         for message in error.messages:
             messages.error(request, message)
     else:
-        messages.success(request, "The peer has cancelled the job.")
+        messages.success(request, "The job is cancelled.")
     return redirect("federation:remote-job-detail", remote_job_id=found.pk)

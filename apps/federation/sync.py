@@ -389,6 +389,7 @@ def _apply_record(
         InvalidRecord,
         ValidationError,
         DatabaseError,
+        AttributeError,
         KeyError,
         TypeError,
         ValueError,

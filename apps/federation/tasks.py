@@ -1,8 +1,12 @@
 """Thin Celery tasks: they take ids and call services."""
 
+import logging
+
 from celery import shared_task
 
 from apps.federation import grants, inbound_jobs, remote_jobs, services, signatures
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task
@@ -27,7 +31,8 @@ def grant_announce_task(allocation_id: int) -> None:
     grants.grant_announce(allocation_id=allocation_id)
 
 
-@shared_task
+@shared_task(soft_time_limit=inbound_jobs.PREPARE_RETRY_SECONDS - 120,
+             time_limit=inbound_jobs.PREPARE_RETRY_SECONDS - 60)  # fmt: skip
 def evaluation_prepare_task(inbound_id: int) -> None:
     inbound_jobs.evaluation_prepare(inbound_id=inbound_id)
 
@@ -41,6 +46,12 @@ def outcome_deliver_task(inbound_id: int) -> None:
 def remote_evaluations_task() -> None:
     """The beat's sweep of remote evaluations, both ways: outcomes of peers' jobs not yet
     delivered, requests whose preparation was lost, and our jobs at peers to follow."""
-    inbound_jobs.outcomes_deliver_due()
-    inbound_jobs.evaluations_prepare_stuck()
-    remote_jobs.remote_jobs_refresh_due()
+    for sweep in (
+        inbound_jobs.outcomes_deliver_due,
+        inbound_jobs.evaluations_prepare_stuck,
+        remote_jobs.remote_jobs_refresh_due,
+    ):
+        try:
+            sweep()
+        except Exception:  # each sweep runs whatever the others do
+            logger.exception("%s failed", sweep.__name__)

@@ -79,12 +79,21 @@ def envelope_parse(envelope: Any) -> Envelope:
     signatures = envelope.get("signatures")
     if not isinstance(signatures, list) or not signatures:
         raise AttestationInvalid("The envelope carries no signatures.")
-    if not all(isinstance(item, Mapping) for item in signatures):
-        raise AttestationInvalid("Each of the envelope's signatures is an object.")
+    if not all(
+        isinstance(item, Mapping)
+        and isinstance(item.get("keyid"), str)
+        and isinstance(item.get("sig"), str)
+        for item in signatures
+    ):
+        raise AttestationInvalid("Each signature is an object with a string keyid and sig.")
+    if not isinstance(envelope.get("payload"), str) or not isinstance(
+        envelope.get("payloadType"), str
+    ):
+        raise AttestationInvalid("The envelope's payload and payloadType are strings.")
     try:
         # securesystemslib rewrites the signatures it reads: it gets a copy.
         return Envelope.from_dict(copy.deepcopy(dict(envelope)))
-    except (KeyError, TypeError, ValueError, binascii.Error, FormatError) as error:
+    except (AttributeError, KeyError, TypeError, ValueError, binascii.Error, FormatError) as error:
         raise AttestationInvalid(f"The envelope is malformed: {error!s}.") from error
 
 

@@ -120,8 +120,8 @@ def outcome(remote_job: RemoteJob, *, metrics: dict | None = None) -> dict:
         },
         "usage": _usage(remote_job),
         "result": {
-            "id": "77",
-            "url": f"{remote_job.peer.node_id}/results/77/",
+            "id": str(ran.pk),
+            "url": f"{remote_job.peer.node_id}/results/{ran.pk}/",
             "attempt": 1,
             "metrics": {"accuracy": 0.75},
             "provenance": {"isolation": {"level": "full"}},
@@ -154,8 +154,9 @@ def test_a_signed_outcome_is_stored_once_with_its_verified_result(remote_job):
 
     assert taken.state == RemoteJob.State.SUCCEEDED and taken.gpu_seconds == 30
     result = Result.objects.get()
-    assert result.origin_node == remote_job.peer.node_id and result.origin_id == "77"
-    assert result.attestation_status == "verified" and result.ran_by_institution
+    assert result.origin_node == remote_job.peer.node_id
+    assert result.origin_id == data["result"]["id"]
+    assert result.attestation_status == "verified" and result.ran_on_node == result.origin_node
     assert result.model_version == remote_job.model_version
     assert Allocation.objects.get(pk=remote_job.allocation_id).used_gpu_seconds == 30
     # Delivered again (push and pull crossed): nothing changes.
@@ -255,3 +256,43 @@ def test_a_model_file_leaves_only_for_the_peer_running_an_active_job_of_it(remot
         remote_jobs.requested_file(
             peer=remote_job.peer, request_id=str(remote_job.request_id), sha256=sha256
         )
+
+
+def test_a_result_already_stored_for_another_job_is_refused(remote_job):
+    data = outcome(remote_job)
+    apply(remote_job, data)
+    second = RemoteJob.objects.create(
+        request_id=uuid.uuid4(), peer=remote_job.peer, allocation=remote_job.allocation,
+        submitter=remote_job.submitter, institution=remote_job.institution,
+        model_version=remote_job.model_version, benchmark=remote_job.benchmark,
+        state=RemoteJob.State.RUNNING,
+    )  # fmt: skip
+    replayed = {**data, "request_id": str(second.request_id), "usage": _usage(second)}
+
+    with pytest.raises(ValidationError, match="already stored here"):
+        apply(second, replayed)
+    second.refresh_from_db()
+    assert second.state == RemoteJob.State.RUNNING and Result.objects.count() == 1
+
+
+def test_what_the_result_says_of_itself_comes_from_its_signed_statement(remote_job):
+    data = outcome(remote_job)
+    data["result"]["gpu_seconds"] = 999_999.0
+    data["result"]["provenance"] = {"isolation": {"level": "full", "sandbox": "claimed"}}
+
+    apply(remote_job, data)
+
+    result = Result.objects.get()
+    assert result.gpu_seconds == 0  # what the attestation says (the signed result had none)
+    assert result.provenance["isolation"].get("sandbox") is None
+
+
+def test_a_usage_record_signed_by_a_retired_key_is_refused(remote_job):
+    data = outcome(remote_job)
+    PeerKey.objects.filter(peer=remote_job.peer).update(
+        retiring_until=timezone.now() - timedelta(hours=1)
+    )
+
+    with pytest.raises(ValidationError, match="usage record"):
+        apply(remote_job, data)
+    assert_nothing_stored(remote_job)
