@@ -751,6 +751,20 @@ def job_cancel(*, user: User, job: Job, reason: str = "") -> Job:
 
 
 @transaction.atomic
+def job_withdraw(*, job: Job, reason: str) -> Job:
+    """The platform stops a job nobody here can stop any more (the peer node that asked for it
+    left the federation). Nothing is charged."""
+    job = Job.objects.select_for_update().get(pk=job.pk)
+    if not job.is_active:
+        return job
+    was_started = job.state != Job.State.PENDING
+    _finish(job, Job.State.CANCELLED, now=timezone.now(), charge=False, reason=reason)
+    if was_started:
+        _revoke(job, job.attempt)
+    return job
+
+
+@transaction.atomic
 def job_set_priority(*, user: User, job: Job, priority: int) -> Job:
     _require_staff(user)
     if not -100 <= priority <= 100:

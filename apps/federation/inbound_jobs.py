@@ -29,6 +29,7 @@ from apps.accounts.models import Institution
 from apps.catalog import mirrors as catalog_mirrors
 from apps.catalog.models import Benchmark, Visibility
 from apps.compute import peer_jobs
+from apps.compute import services as compute_services
 from apps.compute.models import Job
 from apps.core.serializers import StrictSerializer
 from apps.evaluations import selectors as evaluation_selectors
@@ -452,3 +453,16 @@ def evaluations_prepare_stuck() -> None:
     ).values_list("pk", flat=True)[:50]:
         if cache.add(f"federation:prepare:{inbound_id}", 1, timeout=PREPARE_RETRY_SECONDS):
             evaluation_prepare_task.delay(inbound_id)
+
+
+def inbound_jobs_withdraw(*, peer: Peer) -> int:
+    """The peering was revoked: the peer's jobs still preparing or queued here stop, at no
+    cost to its grant (it will hear nothing more from us)."""
+    reason = f"Stopped: the peering with {peer.node_id} was revoked."
+    stopped = InboundJob.objects.filter(peer=peer, state=InboundJob.State.PREPARING).update(
+        state=InboundJob.State.CANCELLED, reason=reason
+    )
+    for job in Job.objects.filter(inbound__peer=peer, state__in=Job.ACTIVE_STATES):
+        compute_services.job_withdraw(job=job, reason=reason)
+        stopped += 1
+    return stopped

@@ -542,3 +542,12 @@ def grants_held_at_peers(*, user: User) -> Any:
         .select_related("institution")
         .order_by("institution__name", "name")
     )
+
+
+def remote_jobs_end(*, peer: Peer) -> int:
+    """The peering was revoked: our jobs at that peer end here (it will not be asked again)."""
+    return RemoteJob.objects.filter(peer=peer, state__in=RemoteJob.ACTIVE_STATES).update(
+        state=State.FAILED,
+        reason=f"The peering with {peer.node_id} was revoked before the job ended.",
+        finished_at=timezone.now(),
+    )

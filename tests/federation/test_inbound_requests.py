@@ -164,7 +164,9 @@ def test_a_reproduction_of_a_result_of_another_model_is_refused(setting, member,
         attempt=1, model_version=version, benchmark=setting["benchmark"],
         institution=institution, metrics={"files": 2},
     )  # fmt: skip
-    body = request(setting, reproduction_of={"node": "http://127.0.0.1:8001", "id": str(original.pk)})
+    body = request(
+        setting, reproduction_of={"node": "http://127.0.0.1:8001", "id": str(original.pk)}
+    )
 
     with pytest.raises(ValidationError, match="No such public result"):
         receive(setting, body)
@@ -188,3 +190,32 @@ def test_naming_the_digest_of_our_private_file_never_makes_it_readable(setting, 
     assert Artifact.objects.get(sha256=ours.sha256).origin_url == ""
     with pytest.raises(Http404):
         catalog_selectors.artifact_get(user=None, sha256=ours.sha256)
+
+
+def test_a_revoked_peering_stops_the_peers_jobs_here_at_no_cost(
+    setting, django_capture_on_commit_callbacks
+):
+    preparing, _ = receive(setting, request(setting))
+    queued, _ = receive(setting, request(setting))
+    queued.model_version.files.update(artifact=store_artifact(setting))
+    with django_capture_on_commit_callbacks(execute=False):
+        queued = inbound_jobs.evaluation_prepare(inbound_id=queued.pk)
+    assert queued.job is not None and queued.job.is_active
+
+    with django_capture_on_commit_callbacks(execute=True):
+        Peer.objects.filter(pk=setting["peer"].pk).update(state=Peer.State.REVOKED)
+        peer = Peer.objects.get(pk=setting["peer"].pk)
+        peer.save()
+
+    preparing.refresh_from_db()
+    queued.job.refresh_from_db()
+    assert preparing.state == InboundJob.State.CANCELLED
+    assert queued.job.state == "cancelled" and not queued.job.charged
+    assert "revoked" in queued.job.failure_reason
+
+
+def store_artifact(setting) -> Artifact:
+    """The model's bytes, here already and proven (as after the peer sent them)."""
+    artifact = store(setting["benchmark"].created_by, safetensors_bytes(11), "model.safetensors")
+    Artifact.objects.filter(pk=artifact.pk).update(origin_url=f"{PEER}/files/model")
+    return Artifact.objects.get(pk=artifact.pk)

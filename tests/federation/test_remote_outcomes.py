@@ -296,3 +296,15 @@ def test_a_usage_record_signed_by_a_retired_key_is_refused(remote_job):
     with pytest.raises(ValidationError, match="usage record"):
         apply(remote_job, data)
     assert_nothing_stored(remote_job)
+
+
+def test_a_revoked_peering_ends_our_jobs_there(remote_job, django_capture_on_commit_callbacks):
+    peer = remote_job.peer
+    with django_capture_on_commit_callbacks(execute=True):
+        peer.state = Peer.State.REVOKED
+        peer.save()
+
+    remote_job.refresh_from_db()
+    assert remote_job.state == RemoteJob.State.FAILED and "revoked" in remote_job.reason
+    # What the peer might still send is not taken: it is no longer asked, nor heard.
+    assert not remote_job.is_active
