@@ -118,10 +118,24 @@ def _load_private_key(key_id: str) -> Ed25519PrivateKey | None:
     if environment_key is not None:
         return environment_key if key_id_for(public_key_text(environment_key)) == key_id else None
     path = _key_path(key_id)
-    if not path.exists():
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
         return None
+    # Every signed request and answer needs the key: parse its file once, again only when
+    # the file changes (a var dir restored from a backup).
+    version = (str(path), stat.st_mtime_ns, stat.st_size)
+    cached = _parsed_keys.get(key_id)
+    if cached is not None and cached[0] == version:
+        return cached[1]
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    return key if isinstance(key, Ed25519PrivateKey) else None
+    if not isinstance(key, Ed25519PrivateKey):
+        return None
+    _parsed_keys[key_id] = (version, key)
+    return key
+
+
+_parsed_keys: dict[str, tuple[tuple[str, int, int], Ed25519PrivateKey]] = {}
 
 
 def _new_key() -> NodeKey:
