@@ -15,6 +15,7 @@ from apps.accounts.models import Institution
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Artifact, ResearchModel, Visibility
+from apps.compute import selectors as compute_selectors
 from apps.compute import services as compute_services
 from apps.compute.models import Allocation
 from apps.evaluations.models import Result
@@ -219,3 +220,16 @@ def store_artifact(setting) -> Artifact:
     artifact = store(setting["benchmark"].created_by, safetensors_bytes(11), "model.safetensors")
     Artifact.objects.filter(pk=artifact.pk).update(origin_url=f"{PEER}/files/model")
     return Artifact.objects.get(pk=artifact.pk)
+
+
+def test_a_peer_institution_is_an_account_of_fair_share_here(setting, institution):
+    now = timezone.now()
+    Allocation.objects.create(
+        institution=institution, name="Ours", budget_gpu_seconds=3600,
+        starts_at=now - timedelta(days=1), ends_at=now + timedelta(days=9),
+    )  # fmt: skip
+
+    shares = compute_selectors.fair_shares(now=now)
+
+    # Equal grants and no use yet: the peer's institution weighs like ours.
+    assert shares[setting["institution"].pk] == pytest.approx(shares[institution.pk])
