@@ -1,38 +1,45 @@
-"""Evaluation on a peer's GPUs: the same evaluation submitted at the node that runs it and from a
-peer node, and what signing and checking its result costs.
+"""Evaluation on a peer's GPUs: the same evaluations submitted at the node that runs them and
+from a peer node, and what signing and checking a result costs.
 
-    .venv/bin/python bench/remote_evaluation.py                      # 5 of each, about 1 minute
-    .venv/bin/python bench/remote_evaluation.py --runs 15 --poll 0.1
+    .venv/bin/python bench/remote_evaluation.py                      # 5 of each, about 2 minutes
+    .venv/bin/python bench/remote_evaluation.py --runs 15 --poll 0.1 --hold-seconds 5
 
 Two real nodes (the test suite's harness, tests/federation/nodes.py): A and B, each a
 `manage.py runserver` process with its own PostgreSQL database, var dir, key, Redis broker and
-cache (databases 9 and 10 for A, 11 and 12 for B) and control-plane Celery worker with beat. B
+cache (databases 5 and 6 for A, 7 and 8 for B) and control-plane Celery worker with beat. B
 has a pool: one `python -m worker run --cpu-slots 1`. A's researcher Ada and B's researcher Bob
 each publish one digits classifier (the ONNX logistic regression of
 apps/evaluations/samples/digits.py) as one version per run, each with bytes of its own (a
 metadata entry differs, the weights do not), so that every run evaluates a model its pool has
-not seen; B publishes the CPU benchmark. The nodes peer and sync through the API, and B's staff
-grant GPU-hours to A's institution.
+not seen. B publishes two CPU benchmarks on the digits data set, one per workload:
 
-1. Submit to result, alternating (local, remote, then remote, local, ...) after one warm-up of
-   each: locally, Bob's `POST /api/v1/jobs/` at B, followed with `GET jobs/{id}/` until it has
-   succeeded with its metrics; remotely, Ada's `POST /api/v1/federation/remote-jobs/` at A on
-   A's mirror of B's benchmark, followed with `GET federation/remote-jobs/{id}/` (read live
-   from B) until it has succeeded with its result stored at A. Both poll every `--poll`
-   seconds. Reported: the wall time per run, median, p90 and the ratio of the medians; the
-   same from the nodes' own stamps (submitted to stored, free of the polling's step); and
-   the phases of each run from the API answers and B's record of the peer's request.
-2. Signing and checking one result, in-process, `--iterations` times each: in a Django shell of
-   B (the node that signs) `result_statement` and `sign_statement` of a real result and
-   `verify_envelope` with B's own key; in a shell of A (the node that checks) `verify_envelope`
-   with B's pinned key and `verify_peer_result`. Baselines in the same process: `json.dumps`
-   of the statement, and a bare Ed25519 sign and verify (cryptography) of the bytes DSSE signs.
+- digits: the `onnx` evaluator scores the classifier (about 0.4 s of evaluation);
+- hold: the built-in `smoke` evaluator fetches and checks every model and data set file, then
+  holds for `--hold-seconds` (3): an evaluation of a few seconds.
+
+The nodes peer and sync through the API, and B's staff grant GPU-hours to A's institution.
+
+1. Submit to result, for each workload in turn, alternating (local, remote, then remote,
+   local, ...) after one warm-up of each: locally, Bob's `POST /api/v1/jobs/` at B, followed
+   with `GET jobs/{id}/` until it has succeeded with its metrics; remotely, Ada's
+   `POST /api/v1/federation/remote-jobs/` at A on A's mirror of B's benchmark, followed with
+   `GET federation/remote-jobs/{id}/` (read live from B) until it has succeeded with its result
+   stored at A. Both poll every `--poll` seconds. Reported per workload: the wall time per run,
+   median, p90 and the ratio of the medians; the same from the nodes' own stamps (submitted to
+   stored, free of the polling's step); and the phases of each run from the API answers and
+   B's record of the peer's request. Then both workloads side by side.
+2. Signing and checking one result (the digits workload's last remote one), in-process,
+   `--iterations` times each: in a Django shell of B (the node that signs) `result_statement`
+   and `sign_statement` of a real result and `verify_envelope` with B's own key; in a shell of
+   A (the node that checks) `verify_envelope` with B's pinned key and `verify_peer_result`.
+   Baselines in the same process: `json.dumps` of the statement, and a bare Ed25519 sign and
+   verify (cryptography) of the bytes DSSE signs.
 
 Prints tables and, last, one JSON line (`--json FILE` also writes it to a file, `--keep-logs DIR`
 keeps the nodes' logs). Every process it started is stopped by its pid, both
 databases are dropped and the four Redis databases emptied at the end, also on an error, Ctrl-C
-or SIGTERM. It refuses to start while another process uses Redis databases 9 to 12 (the real-node
-test of remote evaluation does).
+or SIGTERM. It refuses to start while another process uses Redis databases 5 to 8 (the test
+suite's real-node test of remote evaluation uses 9 to 12, so the two can run at once).
 """
 
 import argparse
@@ -49,6 +56,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,7 +65,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO), str(REPO / "platform")]
 
 MARK = "BENCH-JSON "
-REDIS_DATABASES = (9, 10, 11, 12)
+REDIS_DATABASES = (5, 6, 7, 8)
 FINISHED = ("succeeded", "failed", "cancelled", "timed_out", "refused")
 # (key, label, whether a local run has it)
 PHASES = (
@@ -86,11 +94,19 @@ def _parse(output: str) -> Any:
 
 # Run inside a node's Django shell (`Node.python`).
 def node_seed(
-    *, username: str, institution_name: str, slug: str, versions: int, pool: bool
+    *,
+    username: str,
+    institution_name: str,
+    slug: str,
+    versions: int,
+    pool: bool,
+    hold_seconds: float = 0,
 ) -> None:
     """A researcher (admin of a new institution) with an API token, and a model with `versions`
     published versions of the digits classifier, each one file of its own bytes. With `pool`,
-    also the digits data set, its CPU benchmark, and a CPU compute node of the institution."""
+    also the digits data set, its two CPU benchmarks (the classifier scored by the `onnx`
+    evaluator; every file checked by the `smoke` evaluator, which then holds for
+    `hold_seconds`), and a CPU compute node of the institution."""
     import onnx
 
     from apps.accounts.models import Institution, User
@@ -157,8 +173,21 @@ def node_seed(
             time_limit_minutes=5,
             memory_limit_mb=1024,
         )
+        hold = services.benchmark_create(
+            user=user,
+            institution=institution,
+            name=f"{institution_name} files check",
+            slug=f"{slug}-files-check",
+            dataset=dataset,
+            task_type="pool-check",
+            evaluator="smoke",
+            metrics=[{"name": "files", "higher_is_better": True}],
+            evaluator_config={"hold_seconds": hold_seconds},
+            time_limit_minutes=5,
+            memory_limit_mb=1024,
+        )
         _, node_token = compute_services.node_create(user=user, institution=institution, name="cpu")
-        seeded.update(benchmark=benchmark.pk, node_token=node_token)
+        seeded.update(benchmark=benchmark.pk, hold_benchmark=hold.pk, node_token=node_token)
     _emit(seeded)
 
 
@@ -367,6 +396,19 @@ def _percentile(values: list[float], share: float) -> float:
     return ordered[max(0, math.ceil(share * len(ordered)) - 1)]
 
 
+@dataclass
+class Workload:
+    """One of B's benchmarks, evaluated locally at B and from A, and what each result shows."""
+
+    name: str
+    label: str
+    benchmark_at_b: int
+    benchmark_at_a: int
+    expected: dict[str, float]
+    local_versions: list[int]
+    remote_versions: list[int]
+
+
 class Bench:
     """The two nodes, their researchers and B's pool, once started."""
 
@@ -379,7 +421,7 @@ class Bench:
         self.seed_a: dict[str, Any] = {}
         self.seed_b: dict[str, Any] = {}
         self.grant_at_a = 0
-        self.benchmark_at_a = 0
+        self.workloads: list[Workload] = []
 
     def api(self, node: Any, token: str, method: str, path: str, expect: int = 200, **kw: Any):
         response = node.api(method, path, headers={"Authorization": f"Bearer {token}"}, **kw)
@@ -402,8 +444,8 @@ class Bench:
         from tests.federation.nodes import Node, peer, peer_id, start_nodes
 
         began = time.perf_counter()
-        self.a = Node("A", self.folder / "a", redis_db=9)
-        self.b = Node("B", self.folder / "b", redis_db=11)
+        self.a = Node("A", self.folder / "a", redis_db=5)
+        self.b = Node("B", self.folder / "b", redis_db=7)
         for node in (self.a, self.b):
             node.env["COMPUTE_NODE_OFFLINE_AFTER_SECONDS"] = "3600"
             # The production default (the harness sets 2 s): how often a node's beat pushes
@@ -411,7 +453,8 @@ class Bench:
             node.env["FEDERATION_DELIVERY_RETRY_SECONDS"] = "10"
         self.started.extend([self.a, self.b])
         start_nodes([self.a, self.b])
-        versions = self.args.runs + self.args.warmup
+        per_workload = self.args.runs + self.args.warmup
+        versions = 2 * per_workload
         self.seed_a = _call(
             self.a,
             "node_seed",
@@ -429,6 +472,7 @@ class Bench:
             slug="south",
             versions=versions,
             pool=True,
+            hold_seconds=self.args.hold_seconds,
         )
         peer(self.a, self.b)
         for node, other in ((self.a, self.b), (self.b, self.a)):
@@ -468,9 +512,32 @@ class Bench:
         benchmarks = self.a.json(
             "GET", "benchmarks/", params={"origin": self.b.url, "page_size": 100}
         )["results"]
-        self.benchmark_at_a = next(
-            r["id"] for r in benchmarks if r["origin"]["id"] == str(self.seed_b["benchmark"])
-        )
+
+        def mirror(benchmark: int) -> int:
+            return next(r["id"] for r in benchmarks if r["origin"]["id"] == str(benchmark))
+
+        hold = self.args.hold_seconds
+        self.workloads = [
+            Workload(
+                name="digits",
+                label="digits (onnx evaluator)",
+                benchmark_at_b=self.seed_b["benchmark"],
+                benchmark_at_a=mirror(self.seed_b["benchmark"]),
+                expected={"accuracy": self.seed_b["accuracy"]},
+                local_versions=self.seed_b["versions"][:per_workload],
+                remote_versions=self.seed_a["versions"][:per_workload],
+            ),
+            Workload(
+                name="hold",
+                label=f"hold (smoke evaluator: files checked, then held {hold:g} s)",
+                benchmark_at_b=self.seed_b["hold_benchmark"],
+                benchmark_at_a=mirror(self.seed_b["hold_benchmark"]),
+                # The version's model file and the data set's file.
+                expected={"files": 2},
+                local_versions=self.seed_b["versions"][per_workload:],
+                remote_versions=self.seed_a["versions"][per_workload:],
+            ),
+        ]
         print(f"Nodes A and B, B's pool and the grant ready in {time.perf_counter() - began:.0f} s")
 
     def _follow(self, node: Any, token: str, path: str, done: Callable[[dict], bool]):
@@ -487,7 +554,7 @@ class Bench:
                 raise RuntimeError(f"{path} did not finish in {self.args.timeout} s: {answer}")
             time.sleep(self.args.poll)
 
-    def local(self, version: int) -> dict[str, Any]:
+    def local(self, workload: Workload, version: int) -> dict[str, Any]:
         token = self.seed_b["token"]
         submitted = time.time()
         job = self.api(
@@ -496,7 +563,7 @@ class Bench:
             "POST",
             "jobs/",
             expect=201,
-            json={"model_version": version, "benchmark": self.seed_b["benchmark"]},
+            json={"model_version": version, "benchmark": workload.benchmark_at_b},
         )
         answered = time.time()
         job, seen, polls = self._follow(
@@ -507,7 +574,7 @@ class Bench:
         )
         if job["state"] != "succeeded":
             raise RuntimeError(f"local job {job['id']} ended {job['state']}: {job}")
-        self._check_accuracy(job["metrics"], f"local job {job['id']}")
+        _check_metrics(workload, job["metrics"], f"local job {job['id']}")
         queued, started, finished = (
             _stamp(job[k]) for k in ("submitted_at", "started_at", "finished_at")
         )
@@ -525,7 +592,7 @@ class Bench:
             },
         }
 
-    def remote(self, version: int) -> dict[str, Any]:
+    def remote(self, workload: Workload, version: int) -> dict[str, Any]:
         token = self.seed_a["token"]
         submitted = time.time()
         remote_job = self.api(
@@ -536,7 +603,7 @@ class Bench:
             expect=201,
             json={
                 "model_version": version,
-                "benchmark": self.benchmark_at_a,
+                "benchmark": workload.benchmark_at_a,
                 "allocation": self.grant_at_a,
             },
         )
@@ -555,7 +622,7 @@ class Bench:
                 f"{remote_job}\n{(self.b.folder / 'control.log').read_text()[-3000:]}"
             )
         result = self.api(self.a, token, "GET", f"results/{remote_job['result']}/")
-        self._check_accuracy(result["metrics"], f"remote job {remote_job['id']}")
+        _check_metrics(workload, result["metrics"], f"remote job {remote_job['id']}")
         if result["attestation_status"] != "verified":
             raise RuntimeError(f"result {result['id']} at A is {result['attestation_status']}")
         at_b = self.api(self.b, self.b.token, "GET", f"jobs/{remote_job['peer_job_id']}/")
@@ -588,17 +655,17 @@ class Bench:
             },
         }
 
-    def _check_accuracy(self, metrics: dict[str, Any], what: str) -> None:
-        if abs(metrics["accuracy"] - self.seed_b["accuracy"]) > 1e-9:
-            raise RuntimeError(
-                f"{what}: accuracy {metrics['accuracy']}, expected {self.seed_b['accuracy']}"
-            )
-
     def result_at_b(self, job_id: int) -> int:
         [(result_id,)] = self.b_database(
             "SELECT id FROM evaluations_result WHERE job_id = %s", job_id
         )
         return result_id
+
+
+def _check_metrics(workload: Workload, metrics: dict[str, Any], what: str) -> None:
+    for name, expected in workload.expected.items():
+        if abs(metrics.get(name, math.inf) - expected) > 1e-9:
+            raise RuntimeError(f"{what}: {name} {metrics.get(name)}, expected {expected}")
 
 
 def _summary(runs: list[dict[str, Any]], key: str) -> dict[str, float]:
@@ -623,9 +690,9 @@ def _control_tasks(log: str) -> dict[str, list[float]]:
 
 
 def _print_timing(
-    local: list[dict], remote: list[dict], poll: float, tasks: dict[str, list[float]]
+    title: str, local: list[dict], remote: list[dict], poll: float, tasks: dict[str, list[float]]
 ) -> dict[str, Any]:
-    print(f"\n1. Submit to result, {len(local)} runs of each (the client polls every {poll} s)")
+    print(f"\n{title}, {len(local)} runs of each (the client polls every {poll} s)")
     print(
         f"  {'run':>3}  {'local s':>8}  {'remote s':>8}   {'local stored s':>14}  "
         f"{'remote stored s':>15}"
@@ -739,34 +806,84 @@ def _commit() -> str:
     return done.stdout.strip()
 
 
+def _measure(bench: Bench, workload: Workload) -> tuple[list[dict], list[dict]]:
+    """The warm-ups, then the measured runs in pairs whose order alternates."""
+    args = bench.args
+    print(f"\nWorkload {workload.label}:")
+    for number in range(args.warmup):
+        warm = (
+            bench.local(workload, workload.local_versions[number]),
+            bench.remote(workload, workload.remote_versions[number]),
+        )
+        print(f"  warm-up: local {warm[0]['wall_s']:.2f} s, remote {warm[1]['wall_s']:.2f} s")
+    local: list[dict[str, Any]] = []
+    remote: list[dict[str, Any]] = []
+    for number in range(args.runs):
+        index = args.warmup + number
+        order = [
+            (bench.local, workload.local_versions, local),
+            (bench.remote, workload.remote_versions, remote),
+        ]
+        if number % 2:
+            order.reverse()
+        for measure, versions, runs in order:
+            runs.append(measure(workload, versions[index]))
+        print(
+            f"  run {number + 1}: local {local[-1]['wall_s']:.2f} s, "
+            f"remote {remote[-1]['wall_s']:.2f} s"
+        )
+    return local, remote
+
+
+def _print_workloads(measured: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    print("\n1c. Both workloads, submit to result (median / p90, s):")
+    print(
+        f"  {'workload':58} {'view':6} {'local':>11} {'remote':>11} {'remote/local':>12}  "
+        "aim <= 1.2"
+    )
+    ratios: dict[str, dict[str, float]] = {}
+    for name, figures in measured.items():
+        ratios[name] = {}
+        for key, view in (("wall_s", "client"), ("stored_s", "nodes")):
+            timed = figures["timing"][key]
+            here, there = timed["local"], timed["remote"]
+            ratios[name][view] = timed["ratio"]
+            print(
+                f"  {figures['label']:58} {view:6} {here['median']:5.2f}/{here['p90']:5.2f} "
+                f"{there['median']:5.2f}/{there['p90']:5.2f} {timed['ratio']:12.2f}  "
+                f"{'met' if timed['ratio'] <= 1.2 else 'NOT met'}"
+            )
+    return ratios
+
+
 def run(args: argparse.Namespace, folder: Path, started: list) -> dict[str, Any]:
     bench = Bench(args, folder, started)
     load_before = os.getloadavg()[0]
     print(f"Load average before: {load_before:.2f} ({os.cpu_count()} cores)")
     bench.start()
-    local_versions = bench.seed_b["versions"]
-    remote_versions = bench.seed_a["versions"]
-    for number in range(args.warmup):
-        warm = (bench.local(local_versions[number]), bench.remote(remote_versions[number]))
-        print(f"Warm-up: local {warm[0]['wall_s']:.2f} s, remote {warm[1]['wall_s']:.2f} s")
-    local: list[dict[str, Any]] = []
-    remote: list[dict[str, Any]] = []
-    for number in range(args.runs):
-        index = args.warmup + number
-        order = [("local", bench.local, local), ("remote", bench.remote, remote)]
-        if number % 2:
-            order.reverse()
-        for kind, measure, runs in order:
-            versions = local_versions if kind == "local" else remote_versions
-            runs.append(measure(versions[index]))
-        print(
-            f"  run {number + 1}: local {local[-1]['wall_s']:.2f} s, "
-            f"remote {remote[-1]['wall_s']:.2f} s"
+    control_log = bench.b.folder / "control.log"
+    measured: dict[str, dict[str, Any]] = {}
+    for letter, workload in zip("ab", bench.workloads, strict=False):
+        log_from = len(control_log.read_text())
+        local, remote = _measure(bench, workload)
+        tasks = _control_tasks(control_log.read_text()[log_from:])
+        timing = _print_timing(
+            f"1{letter}. Submit to result, workload {workload.label}",
+            local,
+            remote,
+            args.poll,
+            tasks,
         )
-    tasks = _control_tasks((bench.b.folder / "control.log").read_text())
-    timing = _print_timing(local, remote, args.poll, tasks)
+        measured[workload.name] = {
+            "label": workload.label,
+            "local": local,
+            "remote": remote,
+            "timing": timing,
+        }
+    ratios = _print_workloads(measured)
 
-    last = remote[-1]
+    # The signed result of a real evaluation, with metrics of its own.
+    last = measured["digits"]["remote"][-1]
     signing = _call(
         bench.b,
         "node_sign_cost",
@@ -793,10 +910,10 @@ def run(args: argparse.Namespace, folder: Path, started: list) -> dict[str, Any]
         "commit": _commit(),
         "runs": args.runs,
         "poll_s": args.poll,
+        "hold_s": args.hold_seconds,
         "load_average": [load_before, load_after],
-        "local": local,
-        "remote": remote,
-        "timing": timing,
+        "ratios": ratios,
+        "workloads": measured,
         "signing_at_b": signing,
         "checking_at_a": checking,
     }
@@ -824,11 +941,17 @@ def _keep_logs(folder: Path, target: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=5, help="measured runs of each path")
     parser.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each first")
     parser.add_argument("--poll", type=float, default=0.5, help="seconds between polls")
     parser.add_argument("--timeout", type=float, default=180, help="seconds a run may take")
+    parser.add_argument(
+        "--hold-seconds",
+        type=float,
+        default=3,
+        help="how long the hold workload's evaluation holds, after checking its files",
+    )
     parser.add_argument(
         "--iterations", type=int, default=200, help="iterations of each signing measurement"
     )
@@ -839,12 +962,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.runs < 1 or args.warmup < 0 or args.iterations < 1:
         parser.error("--runs and --iterations must be at least 1, --warmup at least 0")
+    if not 0 <= args.hold_seconds <= 3600:
+        parser.error("--hold-seconds must be from 0 to 3600 (the smoke evaluator's bounds)")
 
     users = _redis_users(REDIS_DATABASES)
     if users:
         raise SystemExit(
-            f"Redis databases {REDIS_DATABASES} are in use by the processes {users} (the "
-            "real-node remote evaluation test, or another benchmark): run this later."
+            f"Redis databases {REDIS_DATABASES} are in use by the processes {users} (another "
+            "run of this benchmark, or bench/evaluator_overhead.py): run this later."
         )
     _configure_django()
     from django.conf import settings
