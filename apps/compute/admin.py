@@ -257,6 +257,11 @@ class AllocationAdmin(admin.ModelAdmin):
         "used_gpu_seconds",
         "created_by",
         "created_at",
+        # A grant a peer node made to one of our institutions is that node's to change.
+        "origin_node",
+        "origin_id",
+        "origin_url",
+        "origin_synced_at",
     )
 
     def get_form(self, request: HttpRequest, obj=None, change=False, **kwargs):

@@ -94,7 +94,7 @@ class RemoteJobInput(StrictSerializer):
     )
 
 
-class CancelInput(StrictSerializer):
+class RemoteJobCancelInput(StrictSerializer):
     reason = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
 
 
@@ -160,10 +160,10 @@ class RemoteJobCancelApi(OutsideRequestTransaction):
     permission_classes = [permissions.IsAuthenticated]
 
     @extend_schema(
-        request=CancelInput, responses=RemoteJobDetailOutput, summary="Cancel at the peer"
+        request=RemoteJobCancelInput, responses=RemoteJobDetailOutput, summary="Cancel at the peer"
     )
     def post(self, request: AuthenticatedRequest, remote_job_id: int) -> Response:
-        data = CancelInput(data=request.data)
+        data = RemoteJobCancelInput(data=request.data)
         data.is_valid(raise_exception=True)
         found = remote_jobs.remote_job_get(user=request.user, remote_job_id=remote_job_id)
         remote_job = remote_jobs.remote_job_cancel(

@@ -181,6 +181,7 @@ SPECTACULAR_SETTINGS = {
         "JobState": "apps.compute.models.Job.State",
         "ComputeRequestState": "apps.compute.models.ComputeRequest.State",
         "PeerState": "apps.federation.models.Peer.State",
+        "RemoteJobState": "apps.federation.models.RemoteJob.State",
         "WorkerEndState": [("failed", "Failed"), ("timed_out", "Timed out")],
     },
     "TITLE": "Research Exchange API",
