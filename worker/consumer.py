@@ -263,6 +263,11 @@ def consumer_app(name: str, broker_url: str) -> Celery:
     """A Django-free Celery app with the pool's consumer settings: JSON only, acks late,
     prefetch 1, a message back in the queue when its worker process dies."""
     url, transport_options = broker_connection(broker_url)
+    # Celery takes CELERY_BROKER_URL (and its read/write variants) from the environment before
+    # the broker it is given: on a host that has one set for something else, the worker would
+    # consume another broker's queues. The broker this worker was given wins.
+    for variable in ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL"):
+        os.environ.pop(variable, None)
     # No fixups: Celery's Django fixup would set up Django wherever DJANGO_SETTINGS_MODULE is set.
     app = Celery(name, broker=url, set_as_current=False, fixups=[])
     app.conf.update(

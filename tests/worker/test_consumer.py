@@ -319,3 +319,20 @@ def test_a_log_past_the_nodes_limit_stops_being_sent(caplog):
     assert len(node.stored) == 1000
     assert node.requests <= 12  # ten pieces fill it, one more finds it full
     assert "keeps no more of this log" in caplog.text
+
+
+def test_the_worker_consumes_the_broker_it_was_given_whatever_the_host_environment():
+    """Celery prefers CELERY_BROKER_URL from the environment: a host with one set for
+    something else must not send the worker to that broker's queues."""
+    program = (
+        "from worker.consumer import consumer_app\n"
+        "app = consumer_app('pool', 'redis://127.0.0.1:6379/9')\n"
+        "print(app.connection_for_write().as_uri())\n"
+    )
+    env = {**os.environ, "CELERY_BROKER_URL": "redis://127.0.0.1:6379/3"}
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60, check=True,
+    )  # fmt: skip
+
+    assert done.stdout.strip().endswith("127.0.0.1:6379/9")
