@@ -53,6 +53,19 @@ def result_mirror(
     return result
 
 
+def attestation_received_at(
+    *, node: str, origin_id: str, attestation: dict[str, Any] | None
+) -> datetime | None:
+    """When this node first stored the mirrored result with this very attestation (None when
+    it is new, or came with another one)."""
+    stored = (
+        Result.objects.filter(origin_node=node, origin_id=origin_id)
+        .values_list("attestation", "created_at")
+        .first()
+    )
+    return stored[1] if stored is not None and stored[0] == attestation else None
+
+
 RESULTS_DEPENDING_ON = {
     "institution": (
         "institution",

@@ -228,11 +228,18 @@ def _finished_at(statement: Mapping[str, Any]) -> datetime | None:
 
 
 def _valid_for(
-    rows: Iterable[NodeKey | PeerKey], statement: Mapping[str, Any], *, live: bool = False
+    rows: Iterable[NodeKey | PeerKey],
+    statement: Mapping[str, Any],
+    *,
+    live: bool = False,
+    received_at: datetime | None = None,
 ) -> dict[str, str]:
     """The keys that may have signed the statement: valid now, or retiring after the evaluation
     finished (a result signed during a key's grace period stays verifiable). `live`: a
-    statement the peer has just made (a job's outcome), which only a key valid now signs."""
+    statement the peer has just made (a job's outcome), which only a key valid now signs.
+    `received_at`, for a peer's statement: when this node first had it. A key past its grace
+    then counts only for a statement received while it was valid, so a key leaked after it
+    retired cannot sign "old" results that arrive now."""
     now = timezone.now()
     finished = None if live else _finished_at(statement)
     return {
@@ -240,17 +247,26 @@ def _valid_for(
         for key in rows
         if key.retiring_until is None
         or key.retiring_until > now
-        or (finished is not None and finished < key.retiring_until)
+        or (
+            finished is not None
+            and finished < key.retiring_until
+            and (received_at is None or received_at < key.retiring_until)
+        )
     }
 
 
 def _usable_keys(
-    peer: Peer, key_ids: list[str], statement: Mapping[str, Any], *, live: bool = False
+    peer: Peer,
+    key_ids: list[str],
+    statement: Mapping[str, Any],
+    *,
+    live: bool,
+    received_at: datetime,
 ) -> dict[str, str]:
     """The peer's pinned keys among `key_ids` that may have signed the statement. Raises
     AttestationRefused when the only pinned ones had expired by then."""
     pinned = list(PeerKey.objects.filter(peer=peer, key_id__in=key_ids))
-    usable = _valid_for(pinned, statement, live=live)
+    usable = _valid_for(pinned, statement, live=live, received_at=received_at)
     if pinned and not usable:
         ended = ", ".join(f"{key.key_id} until {_time(key.retiring_until)}" for key in pinned)
         raise AttestationRefused(
@@ -279,13 +295,15 @@ def verify_peer_result(
     model_sha256s: Collection[str],
     dataset_sha256s: Collection[str],
     live: bool = False,
+    received_at: datetime | None = None,
 ) -> str:
     """Checks a peer's attestation of a result against the keys pinned for the peer and
     against the result it came with: the model's and the dataset's files (sha256) and the
     metrics. Returns AttestationStatus.VERIFIED, or UNVERIFIABLE when there is no envelope or
     it is signed by a key id never pinned for the peer. Raises AttestationRefused when the
     envelope is malformed, its signature fails, or it speaks of other files or metrics.
-    `live`: the outcome of a job the peer just ran, which only a key valid now may sign."""
+    `live`: the outcome of a job the peer just ran, which only a key valid now may sign.
+    `received_at`: when this node first had this very envelope (now, for a new one)."""
     if envelope is None:
         return AttestationStatus.UNVERIFIABLE
     try:
@@ -293,7 +311,9 @@ def verify_peer_result(
         claimed = statement_unverified(envelope)
     except AttestationInvalid as error:
         raise AttestationRefused(error.reason) from error
-    usable = _usable_keys(peer, key_ids, claimed, live=live)
+    usable = _usable_keys(
+        peer, key_ids, claimed, live=live, received_at=received_at or timezone.now()
+    )
     if not usable:
         return AttestationStatus.UNVERIFIABLE
     try:

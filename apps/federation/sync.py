@@ -293,6 +293,9 @@ def _apply_result(origin: Origin, peer: Peer, data: dict) -> None:
         metrics=metrics,
         model_sha256s=model_sha256s,
         dataset_sha256s=dataset_sha256s,
+        received_at=evaluation_mirrors.attestation_received_at(
+            node=peer.node_id, origin_id=origin.id, attestation=attestation
+        ),
     )
     evaluation_mirrors.result_mirror(
         origin=origin,

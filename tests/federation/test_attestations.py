@@ -451,11 +451,16 @@ def test_a_result_signed_by_a_retiring_key_stays_verified(
         "model_sha256s": [version.files.get().artifact.sha256],
         "dataset_sha256s": [cpu_benchmark.dataset.files.get().artifact.sha256],
     }
-    # Past its grace now, but the result finished while the key was valid.
+    # Past its grace now, but the result finished, and reached us, while the key was valid.
     retiring.retiring_until = result.finished_at + timedelta(days=1)
     retiring.save()
-    status = verify_peer_result(peer=loopback_peer, envelope=envelope, **files)
+    status = verify_peer_result(
+        peer=loopback_peer, envelope=envelope, received_at=result.finished_at, **files
+    )
     assert status == AttestationStatus.VERIFIED
+    # The same "old" result arriving only now: a key leaked after its grace signs nothing.
+    with pytest.raises(AttestationRefused, match="no longer valid"):
+        verify_peer_result(peer=loopback_peer, envelope=envelope, **files)
 
     retiring.retiring_until = result.finished_at - timedelta(seconds=1)
     retiring.save()
