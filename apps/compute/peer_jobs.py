@@ -139,11 +139,12 @@ def peer_job_queue_position(job: Job) -> int | None:
     """The job's place in the dispatcher's order (1 = next), while it is pending."""
     if job.state != Job.State.PENDING:
         return None
+    now = timezone.now()
     pending = selectors.queued_jobs(Job.objects.filter(state=Job.State.PENDING))
     ordered = scheduling.queue_order(
         pending,
-        now=timezone.now(),
-        fair_shares=selectors.fair_shares(now=timezone.now()),
+        now=now,
+        fair_shares=selectors.fair_shares(now=now),
         weights=selectors.priority_weights(),
     )
     return next((place for place, queued in enumerate(ordered, 1) if queued.id == job.pk), None)

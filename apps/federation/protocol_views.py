@@ -19,6 +19,7 @@ from apps.catalog.downloads import artifact_response
 from apps.core.serializers import StrictSerializer
 from apps.federation import feed, grants, inbound_jobs, remote_jobs, services
 from apps.federation.models import Peer
+from apps.federation.remote_api import RemoteJobCancelInput
 from apps.federation.signatures import (
     AllowPeeringRequest,
     IsApprovedPeer,
@@ -179,16 +180,12 @@ class EvaluationApi(ProtocolView):
         return Response(inbound_jobs.evaluation_status(inbound))
 
 
-class CancelInput(StrictSerializer):
-    reason = serializers.CharField(max_length=500, allow_blank=True, required=False, default="")
-
-
 class EvaluationCancelApi(ProtocolView):
     permission_classes = [IsApprovedPeer]
 
     @extend_schema(exclude=True)
     def post(self, request: Request, request_id: str) -> Response:
-        data = CancelInput(data=request.data)
+        data = RemoteJobCancelInput(data=request.data)
         data.is_valid(raise_exception=True)
         inbound = inbound_jobs.evaluation_cancel(
             peer=_approved_peer(request),
