@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "apps.compute",
     "apps.evaluations",
     "apps.federation",
+    "apps.events",
     "apps.portal",
 ]
 
