@@ -43,6 +43,8 @@ urlpatterns = [
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Published models for the Hugging Face clients: after every page, before the catch-all.
+    path("", include("apps.catalog.hub_urls")),
     # Anything else under /api/ answers in the API's error format, not with an HTML page.
     re_path(r"^api/", api_not_found),
 ]
