@@ -13,11 +13,9 @@ The breaker is written in the caller's transaction: from a Celery task (the sync
 inside a request that is then refused it is rolled back with the rest of the request.
 """
 
-import ipaddress
 import json as jsonlib
 import logging
 import random
-import socket
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -32,6 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from apps.core import addresses
 from apps.federation import httpsig, keys, signatures
 from apps.federation.contract import WELL_KNOWN_PATH
 from apps.federation.models import Peer
@@ -184,15 +183,10 @@ def _require_public_address(node_id: str) -> None:
     loopback, private, link-local or reserved one is never called."""
     if settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES:
         return
-    host = urlsplit(node_id).hostname or ""
     try:
-        resolved = {str(info[4][0]) for info in socket.getaddrinfo(host, None)}
-    except (OSError, UnicodeError) as error:
-        raise NotAPeer(f"{host} cannot be resolved.") from error
-    for address in resolved:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-        if not ip.is_global:
-            raise NotAPeer(f"{host} is not a public address; this node calls only public ones.")
+        addresses.public_addresses(urlsplit(node_id).hostname or "", allow_private=False)
+    except addresses.AddressRefused as error:
+        raise NotAPeer(str(error)) from error
 
 
 def fetch_identity(base_url: str) -> dict[str, Any]:
