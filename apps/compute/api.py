@@ -31,7 +31,7 @@ from apps.accounts.permissions import IsStaff, IsStaffOrReadOnly
 from apps.accounts.typing import AuthenticatedRequest
 from apps.catalog.downloads import artifact_response
 from apps.catalog.models import Artifact, Benchmark, ModelVersion
-from apps.compute import selectors, services
+from apps.compute import queue_selectors, selectors, services
 from apps.compute.authentication import IsComputeNode, NodeTokenAuthentication
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.core.exceptions import Conflict
@@ -370,6 +370,17 @@ class AllocationDetailApi(APIView):
         return Response(AllocationOutput(found).data)
 
 
+class JobQueueOutput(serializers.Serializer):
+    position = serializers.IntegerField(help_text="1 = the next job the dispatcher considers.")
+    pending = serializers.IntegerField(help_text="How many jobs are pending in all.")
+    estimated_start = serializers.DateTimeField(
+        allow_null=True,
+        help_text="Null when no node that can run the job is online or registered, or when it "
+        "is too far back in the queue to estimate.",
+    )
+    explanation = serializers.CharField()
+
+
 class JobOutput(serializers.ModelSerializer):
     model = serializers.IntegerField(source="model_version.model_id")
     model_name = serializers.CharField(source="model_version.model.name")
@@ -379,6 +390,10 @@ class JobOutput(serializers.ModelSerializer):
     institution = serializers.SlugField(source="institution.slug")
     node = serializers.CharField(source="node.name", default=None)
     gpu_hours = serializers.SerializerMethodField()
+    queue = serializers.SerializerMethodField(
+        help_text="While the job is pending: its position in the dispatcher's order, its "
+        "estimated start and the reasons for its wait, in words; null otherwise."
+    )
 
     class Meta:
         model = Job
@@ -407,10 +422,26 @@ class JobOutput(serializers.ModelSerializer):
             "finished_at",
             "gpu_hours",
             "charged",
+            "queue",
         ]
 
     def get_gpu_hours(self, job: Job) -> float:
         return round(job.gpu_seconds / 3600, 4)
+
+    @extend_schema_field(JobQueueOutput(allow_null=True))
+    def get_queue(self, job: Job) -> dict[str, Any] | None:
+        if job.state != Job.State.PENDING:
+            return None
+        # A list computes its page's estimates at one instant, in one pass (see JobListApi).
+        estimates = self.context.get("queue_estimates")
+        wait = (
+            estimates.get(job.pk)
+            if estimates is not None
+            else queue_selectors.job_wait_estimate(job=job)
+        )
+        if wait is None:
+            return None
+        return JobQueueOutput(wait).data
 
 
 class JobDetailOutput(JobOutput):
@@ -482,6 +513,16 @@ class JobListApi(generics.ListAPIView):
 
     def get_queryset(self):
         return selectors.job_list(user=self.request.user)
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        page = self.paginate_queryset(self.filter_queryset(self.get_queryset()))
+        jobs = list(page) if page is not None else []
+        pending = [job.pk for job in jobs if job.state == Job.State.PENDING]
+        context = {
+            **self.get_serializer_context(),
+            "queue_estimates": queue_selectors.job_queue_estimates(job_ids=pending),
+        }
+        return self.get_paginated_response(JobOutput(jobs, many=True, context=context).data)
 
     @extend_schema(request=JobInput, responses={201: JobDetailOutput}, summary="Submit a job")
     def post(self, request: AuthenticatedRequest) -> Response:
@@ -613,6 +654,7 @@ class QueueEntryOutput(serializers.Serializer):
     priority = serializers.IntegerField()
     score = serializers.FloatField()
     submitted_at = serializers.DateTimeField()
+    estimated_start = serializers.DateTimeField(allow_null=True)
 
 
 class JobQueueApi(APIView):
@@ -626,7 +668,7 @@ class JobQueueApi(APIView):
         summary="Pending jobs in the order the dispatcher will run them",
     )
     def get(self, request: AuthenticatedRequest) -> Response:
-        entries, pending = selectors.job_queue(user=request.user)
+        entries, pending = queue_selectors.job_queue(user=request.user)
         rows = []
         for entry in entries:
             row = QueueEntryOutput(entry).data

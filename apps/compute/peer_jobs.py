@@ -17,8 +17,9 @@ from django.utils import timezone
 
 from apps.accounts.models import Institution, User
 from apps.catalog.models import Benchmark, ModelVersion
-from apps.compute import scheduling, selectors
+from apps.compute import queue_selectors, selectors
 from apps.compute.models import Allocation, Job
+from apps.compute.queue_estimates import WaitEstimate
 from apps.compute.services import (
     check_allocation_holds,
     check_pool_holds,
@@ -135,19 +136,10 @@ def peer_job_cancel(*, job: Job, reason: str) -> Job:
     return job_cancel(user=job.submitter, job=job, reason=reason)
 
 
-def peer_job_queue_position(job: Job) -> int | None:
-    """The job's place in the dispatcher's order (1 = next), while it is pending."""
-    if job.state != Job.State.PENDING:
-        return None
-    now = timezone.now()
-    pending = selectors.queued_jobs(Job.objects.filter(state=Job.State.PENDING))
-    ordered = scheduling.queue_order(
-        pending,
-        now=now,
-        fair_shares=selectors.fair_shares(now=now),
-        weights=selectors.priority_weights(),
-    )
-    return next((place for place, queued in enumerate(ordered, 1) if queued.id == job.pk), None)
+def peer_job_wait(job: Job) -> WaitEstimate | None:
+    """The job's place in the dispatcher's order (1 = next), its estimated start and the
+    reasons for its wait, as a local job's submitter sees them; None unless it is pending."""
+    return queue_selectors.job_wait_estimate(job=job)
 
 
 def peer_job_log_tail(job: Job, *, characters: int = 4000) -> str:

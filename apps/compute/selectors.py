@@ -75,6 +75,11 @@ def priority_weights() -> scheduling.PriorityWeights:
 
 
 def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
+    return [queued for queued, _benchmark_id in queued_jobs_with_benchmarks(queryset)]
+
+
+def queued_jobs_with_benchmarks(queryset) -> list[tuple[scheduling.QueuedJob, int]]:
+    """The jobs as the dispatcher orders and places them, each with its benchmark's id."""
     rows = queryset.order_by().values_list(
         "id",
         "institution_id",
@@ -88,20 +93,24 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
         "benchmark__visibility",
         "from_peer",
         "benchmark__institution_id",
+        "benchmark_id",
     )
     return [
-        scheduling.QueuedJob(
-            id=job_id,
-            institution_id=institution_id,
-            priority=priority,
-            submitted_at=submitted_at,
-            gpu_count=gpu_count,
-            gpu_memory_gb=gpu_memory_gb,
-            gpu_class=gpu_class,
-            time_limit=timedelta(minutes=minutes),
-            full_isolation=from_peer
-            or (required if required is not None else visibility == Visibility.PUBLIC),
-            benchmark_institution_id=benchmark_institution_id,
+        (
+            scheduling.QueuedJob(
+                id=job_id,
+                institution_id=institution_id,
+                priority=priority,
+                submitted_at=submitted_at,
+                gpu_count=gpu_count,
+                gpu_memory_gb=gpu_memory_gb,
+                gpu_class=gpu_class,
+                time_limit=timedelta(minutes=minutes),
+                full_isolation=from_peer
+                or (required if required is not None else visibility == Visibility.PUBLIC),
+                benchmark_institution_id=benchmark_institution_id,
+            ),
+            benchmark_id,
         )
         for (
             job_id,
@@ -116,6 +125,7 @@ def queued_jobs(queryset) -> list[scheduling.QueuedJob]:
             visibility,
             from_peer,
             benchmark_institution_id,
+            benchmark_id,
         ) in rows
     ]
 
@@ -176,49 +186,6 @@ def job_log(*, job: Job, attempt: int, offset: int = 0) -> str:
     chunks = JobLogChunk.objects.filter(job=job, attempt=attempt).values_list("offset", "text")
     text = "".join(chunk for _offset, chunk in chunks)
     return text[offset:]
-
-
-@dataclass(frozen=True)
-class QueueEntry:
-    position: int
-    job_id: int
-    institution_id: int
-    gpu_count: int
-    priority: int
-    score: float
-    submitted_at: datetime
-    job: Job | None  # None where the viewer may not see the job itself
-
-
-def job_queue(*, user: Viewer, limit: int = 200) -> tuple[list[QueueEntry], int]:
-    """Pending jobs in the order the dispatcher will consider them, and how many are pending.
-    Jobs the viewer may not see show only their institution and size."""
-    now = timezone.now()
-    pending = queued_jobs(Job.objects.filter(state=Job.State.PENDING))
-    shares = fair_shares(now=now)
-    weights = priority_weights()
-    ordered = scheduling.queue_order(pending, now=now, fair_shares=shares, weights=weights)
-    head = ordered[:limit]
-    visible = job_list(user=user).in_bulk([queued.id for queued in head])
-    entries = [
-        QueueEntry(
-            position=position,
-            job_id=queued.id,
-            institution_id=queued.institution_id,
-            gpu_count=queued.gpu_count,
-            priority=queued.priority,
-            score=scheduling.job_priority(
-                queued,
-                now=now,
-                fair_share=shares.get(queued.institution_id, 0.25),
-                weights=weights,
-            ),
-            submitted_at=queued.submitted_at,
-            job=visible.get(queued.id),
-        )
-        for position, queued in enumerate(head, start=1)
-    ]
-    return entries, len(ordered)
 
 
 def node_list(*, user: Viewer) -> QuerySet[ComputeNode]:

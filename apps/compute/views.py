@@ -13,12 +13,13 @@ from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from apps.accounts.models import Institution
 from apps.accounts.selectors import user_can_manage_institution
 from apps.accounts.typing import AuthenticatedHttpRequest
-from apps.compute import selectors, services
+from apps.compute import queue_selectors, selectors, services
 from apps.compute.forms import (
     ComputeRequestForm,
     JobCancelForm,
@@ -92,7 +93,7 @@ def _usage_chart(usage: list[selectors.InstitutionUsageSummary]) -> list[UsageBa
 
 @login_required
 def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
-    entries, pending_count = selectors.job_queue(user=request.user)
+    entries, pending_count = queue_selectors.job_queue(user=request.user)
     institutions = Institution.objects.in_bulk({entry.institution_id for entry in entries})
     usage = selectors.usage_summary(user=request.user)
     bars = _usage_chart(usage)
@@ -102,6 +103,7 @@ def queue(request: AuthenticatedHttpRequest) -> HttpResponse:
         {
             "queue": [(entry, institutions.get(entry.institution_id)) for entry in entries],
             "pending_count": pending_count,
+            "now": timezone.now(),
             "nodes": selectors.running_by_node(user=request.user),
             "history": selectors.job_list(user=request.user).filter(state__in=Job.FINISHED_STATES)[
                 :HISTORY_SIZE
@@ -165,6 +167,8 @@ def _job_page(
             "can_cancel": can_cancel,
             "cancel_form": JobCancelForm(),
             "can_set_priority": user.is_staff and job.is_active,
+            "wait": queue_selectors.job_wait_estimate(job=job),
+            "now": timezone.now(),
             "priority_form": priority_form or JobPriorityForm(initial={"priority": job.priority}),
         },
         status=status,

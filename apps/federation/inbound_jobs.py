@@ -327,13 +327,18 @@ def evaluation_status(inbound: InboundJob) -> dict[str, Any]:
     log, the grant's figures, and once it ended the signed usage record and the result."""
     job = inbound.job
     state = _state(inbound)
+    wait = peer_jobs.peer_job_wait(job) if job else None
     status: dict[str, Any] = {
         "request_id": str(inbound.request_id),
         "state": state,
         "reason": inbound.reason or (job.failure_reason if job else ""),
         "job": job.pk if job else None,
         "attempt": job.attempt if job else 0,
-        "queue_position": peer_jobs.peer_job_queue_position(job) if job else None,
+        "queue_position": wait.position if wait else None,
+        "queue_estimated_start": wait.estimated_start.isoformat()
+        if wait and wait.estimated_start
+        else None,
+        "queue_explanation": wait.explanation if wait else "",
         "log_tail": peer_jobs.peer_job_log_tail(job) if job else "",
         "grant": grant_payload(inbound.allocation),
         "usage": None,

@@ -233,3 +233,18 @@ def test_a_peer_institution_is_an_account_of_fair_share_here(setting, institutio
 
     # Equal grants and no use yet: the peer's institution weighs like ours.
     assert shares[setting["institution"].pk] == pytest.approx(shares[institution.pk])
+
+
+def test_a_peer_hears_where_its_queued_job_stands_and_when_it_may_start(
+    setting, django_capture_on_commit_callbacks
+):
+    queued, _ = receive(setting, request(setting))
+    queued.model_version.files.update(artifact=store_artifact(setting))
+    with django_capture_on_commit_callbacks(execute=False):
+        queued = inbound_jobs.evaluation_prepare(inbound_id=queued.pk)
+
+    status = inbound_jobs.evaluation_status(queued)
+
+    assert status["queue_position"] == 1
+    assert status["queue_estimated_start"] is not None
+    assert status["queue_explanation"].startswith("First in line.")
