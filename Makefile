@@ -25,10 +25,11 @@ run: export FEDERATION_NODE_URL := $(FEDERATION_NODE_URL)
 
 .PHONY: run test lint install clean
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ./client
 	touch $@
 
 install: $(VENV)/.installed

@@ -186,7 +186,7 @@ class ModelFilter(FilterSet):
 
     class Meta:
         model = ResearchModel
-        fields = ["institution", "tag", "task", "license", "visibility"]
+        fields = ["institution", "slug", "tag", "task", "license", "visibility"]
 
 
 @extend_schema_view(get=extend_schema(summary="List research models you can see"))

@@ -1,0 +1,5 @@
+import sys
+
+from rx_client.cli import main
+
+sys.exit(main())

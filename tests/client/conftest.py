@@ -1,0 +1,79 @@
+"""The `rx` command line run as its users run it: a separate process with RX_URL / RX_TOKEN (or
+its saved login) against a live node, with a home folder of its own."""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.compute.conftest import make_benchmark  # noqa: F401 - shared fixture
+from tests.factories import api_token_for
+
+
+@dataclass
+class Rx:
+    """Runs `python -m rx_client ARGS` with the environment a user's shell would give it."""
+
+    env: dict[str, str]
+    home: Path
+
+    def __call__(
+        self, *args: str, stdin: str = "", timeout: float = 120, **env: str
+    ) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "rx_client", *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=self.home,
+            env={**self.env, **env},
+            timeout=timeout,
+        )
+
+    def popen(self, *args: str, **env: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "rx_client", *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=self.home,
+            env={**self.env, **env},
+        )
+
+
+def user_environment(home: Path) -> dict[str, str]:
+    """The test's environment less the node's own settings and any RX_ variables."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("RX_", "DJANGO_", "DATABASE_", "CELERY_", "XDG_"))
+    }
+    env.update(HOME=str(home), XDG_CONFIG_HOME=str(home / ".config"))
+    return env
+
+
+@pytest.fixture
+def member_token(member) -> str:
+    return api_token_for(member)
+
+
+@pytest.fixture
+def rx(live_server, member_token, tmp_path) -> Rx:
+    """The command line of the institution's member, with RX_URL and RX_TOKEN set."""
+    home = tmp_path / "home"
+    home.mkdir()
+    env = user_environment(home)
+    env.update(RX_URL=live_server.url, RX_TOKEN=member_token, RX_RETRIES="1")
+    return Rx(env, home)
+
+
+@pytest.fixture
+def rx_logged_out(live_server, tmp_path) -> Rx:
+    """The command line with neither RX_ variables nor a saved login."""
+    home = tmp_path / "fresh-home"
+    home.mkdir()
+    return Rx(user_environment(home), home)

@@ -1,0 +1,288 @@
+"""The `rx` command line against a live node (no worker): login, refusals, publishing,
+downloads, BibTeX import, following a job that waits, and the library's retries."""
+
+import hashlib
+import json
+import signal
+import socket
+import stat
+import time
+
+import pytest
+
+from apps.catalog.models import ModelVersion, Paper, ResearchModel
+from apps.compute import services as compute_services
+from apps.compute.models import Job
+from rx_client import ApiError, Client
+from tests.catalog.samples import safetensors_bytes
+from tests.conftest import wait_for
+from tests.factories import isolated
+
+pytestmark = [pytest.mark.usefixtures("artifact_dir"), pytest.mark.timeout(180)]
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_login_checks_the_token_and_saves_it_for_its_owner_only(
+    rx_logged_out, live_server, member, member_token
+):
+    done = rx_logged_out("login", "--url", live_server.url, stdin=member_token + "\n")
+    assert done.returncode == 0, done.stderr
+    path = rx_logged_out.home / ".config" / "research-exchange" / "credentials.json"
+    assert f"as {member.username}" in done.stdout and str(path) in done.stdout
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert json.loads(path.read_text()) == {"url": live_server.url, "token": member_token}
+
+    whoami = rx_logged_out("whoami")
+    assert whoami.returncode == 0, whoami.stderr
+    assert (
+        whoami.stdout.startswith(f"{member.username} (") and "northbridge: member" in whoami.stdout
+    )
+
+    assert rx_logged_out("logout").returncode == 0
+    assert not path.exists()
+    after = rx_logged_out("whoami")
+    assert after.returncode == 2 and "not logged in: run rx login" in after.stderr
+
+
+def test_login_with_a_refused_token_saves_nothing_and_says_so(rx_logged_out, live_server):
+    done = rx_logged_out("login", "--url", live_server.url, stdin="rx_not-a-real-token\n")
+    assert done.returncode == 2
+    assert done.stderr == "rx: the token was refused (Invalid API token.); nothing was saved\n"
+    assert not (rx_logged_out.home / ".config" / "research-exchange").exists()
+
+
+def test_a_bad_token_in_the_environment_is_named_in_a_clear_message(rx):
+    done = rx("whoami", RX_TOKEN="rx_wrong")
+    assert done.returncode == 2
+    assert done.stderr.startswith("rx: the token in RX_TOKEN was refused (")
+    assert "run rx login" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_node_that_is_down_is_reported_as_unreachable(rx):
+    url = f"http://127.0.0.1:{_free_port()}"
+    started = time.monotonic()
+    done = rx("results", "list", RX_URL=url, RX_RETRIES="0")
+    assert done.returncode == 2
+    assert f"rx: cannot reach {url}: is the node running? (connection refused)" in done.stderr
+    assert time.monotonic() - started < 10
+
+
+def test_refusals_show_the_api_message_and_exit_2(rx, other_institution, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(8))
+    done = rx(
+        "models", "publish", str(folder), "--institution", "rheinau", "--model", "m", "--license",
+        "MIT",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "Only members of Rheinau Institute can publish for it. (HTTP 403)" in done.stderr
+    assert not ResearchModel.objects.exists()
+
+    missing = rx("eval", "show", "999999")
+    assert missing.returncode == 2 and "(HTTP 404)" in missing.stderr
+
+    usage = rx("eval", "submit", "--model-version", "not a reference", "--benchmark", "1")
+    assert usage.returncode == 2 and "is not INSTITUTION/MODEL[@LABEL]" in usage.stderr
+
+
+def test_publish_uploads_a_folder_once_and_a_new_version_reuses_the_stored_files(
+    rx, institution, tmp_path
+):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(16))
+    (folder / "README.md").write_text("# A model\n")
+    (folder / ".DS_Store").write_bytes(b"\0")
+    args = ["models", "publish", str(folder), "--institution", "northbridge", "--model", "aurora"]
+
+    without_license = rx(*args)
+    assert without_license.returncode == 2 and "--license MIT" in without_license.stderr
+
+    first = rx(*args, "--license", "MIT", "--name", "Aurora", "--notes", "First cut.")
+    assert first.returncode == 0, first.stderr
+    assert "Published northbridge/aurora@1.0" in first.stdout
+    assert "model.safetensors: uploaded" in first.stderr and "README.md: uploaded" in first.stderr
+    version = ModelVersion.objects.get(model__slug="aurora", label="1.0")
+    assert version.is_published and version.release_notes == "First cut."
+    assert version.model.name == "Aurora" and version.model.license == "MIT"
+    stored = {f.filename: f.artifact.sha256 for f in version.files.select_related("artifact")}
+    assert stored == {
+        "model.safetensors": hashlib.sha256(safetensors_bytes(16)).hexdigest(),
+        "README.md": hashlib.sha256(b"# A model\n").hexdigest(),
+    }
+
+    again = rx(*args)
+    assert again.returncode == 0, again.stderr
+    assert "already published" in again.stdout and "uploaded" not in again.stderr
+
+    second = rx(*args, "--version", "1.1")
+    assert second.returncode == 0, second.stderr
+    assert "model.safetensors: the node has it already" in second.stderr
+    assert "uploaded" not in second.stderr
+    assert ModelVersion.objects.get(model__slug="aurora", label="1.1").files.count() == 2
+
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(17))
+    changed = rx(*args)
+    assert changed.returncode == 2 and "published with other files" in changed.stderr
+
+
+def test_download_checks_each_file_and_resumes_a_partial_one(rx, institution, tmp_path):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    weights = safetensors_bytes(300_000)
+    (folder / "model.safetensors").write_bytes(weights)
+    (folder / "card.md").write_text("card\n")
+    published = rx(
+        "models", "publish", str(folder), "--institution", "northbridge", "--model", "big",
+        "--license", "Apache-2.0",
+    )  # fmt: skip
+    assert published.returncode == 0, published.stderr
+
+    dest = tmp_path / "downloaded"
+    first = rx("models", "download", "northbridge/big", "--dest", str(dest))
+    assert first.returncode == 0, first.stderr
+    assert (dest / "model.safetensors").read_bytes() == weights
+    assert f"{dest / 'model.safetensors'}: downloaded, sha256 verified" in first.stdout
+
+    (dest / "model.safetensors").unlink()
+    half = len(weights) // 2
+    (dest / "model.safetensors.part").write_bytes(weights[:half])
+    resumed = rx("models", "download", "northbridge/big@1.0", "--dest", str(dest))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"model.safetensors: resuming at {half} of {len(weights)} bytes" in resumed.stderr
+    assert f"{dest / 'model.safetensors'}: resumed, sha256 verified" in resumed.stdout
+    assert f"{dest / 'card.md'}: present" in resumed.stdout
+    assert (dest / "model.safetensors").read_bytes() == weights
+    assert not (dest / "model.safetensors.part").exists()
+
+    # A partial file that is not the start of the right one is found out and fetched again.
+    (dest / "model.safetensors").unlink()
+    (dest / "model.safetensors.part").write_bytes(b"\xff" * half)
+    repaired = rx("models", "download", "northbridge/big", "--dest", str(dest))
+    assert repaired.returncode == 0, repaired.stderr
+    assert "does not match its sha256; downloading it again" in repaired.stderr
+    assert (dest / "model.safetensors").read_bytes() == weights
+
+    unknown = rx("models", "download", "northbridge/big@9.9", "--dest", str(dest))
+    assert unknown.returncode == 2 and "has no version 9.9 that you can see" in unknown.stderr
+
+
+BIBTEX = r"""
+@article{vaswani2017,
+  title = {Attention Is All You Need},
+  author = {Vaswani, Ashish and Shazeer, Noam},
+  journal = {Advances in Neural Information Processing Systems},
+  year = {2017},
+  doi = {10.48550/arXiv.1706.03762},
+}
+
+@article{untitled2020,
+  author = {Nobody, Anne},
+  year = {2020},
+}
+"""
+
+
+def test_bibtex_import_keeps_the_good_entries_and_reports_the_bad_by_key(rx, institution, tmp_path):
+    path = tmp_path / "refs.bib"
+    path.write_text(BIBTEX)
+    done = rx(
+        "papers", "import-bibtex", str(path), "--institution", "northbridge", "--visibility",
+        "institution",
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    paper = Paper.objects.get()
+    assert paper.title == "Attention Is All You Need" and paper.visibility == "institution"
+    assert f"imported paper {paper.pk}: " in done.stdout
+    assert "refused untitled2020" in done.stdout and "1 imported, 1 refused" in done.stdout
+
+    clean = tmp_path / "clean.bib"
+    clean.write_text(BIBTEX.split("@article{untitled2020")[0].replace("vaswani2017", "v2"))
+    # The same DOI is public nowhere yet: an institution-only copy may share it.
+    again = rx("papers", "import-bibtex", str(clean), "--institution", "northbridge")
+    assert again.returncode == 0, again.stdout
+    assert "1 imported, 0 refused" in again.stdout
+
+
+@pytest.fixture
+def idle_cpu_node(institution_admin, institution):
+    """A registered CPU node whose worker is not running: jobs wait for it."""
+    node, _token = compute_services.node_create(
+        user=institution_admin, institution=institution, name="idle-cpu"
+    )
+    return compute_services.node_register(node=node, gpus=[], cpu_slots=1, host_info=isolated())
+
+
+def test_ctrl_c_while_waiting_leaves_the_job_queued_and_says_how_to_follow_it(
+    rx, member, institution, idle_cpu_node, make_benchmark, tmp_path
+):
+    benchmark = make_benchmark(member, institution, gpu_count=0)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(12))
+    args = ["--institution", "northbridge", "--model", "waiting", "--license", "MIT"]
+    assert rx("models", "publish", str(folder), *args).returncode == 0
+
+    process = rx.popen(
+        "eval", "submit", "--model-version", "northbridge/waiting@1.0",
+        "--benchmark", str(benchmark.pk), "--wait", "--poll", "0.3",
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: Job.objects.exists(), timeout=30)
+        job = Job.objects.get()
+        time.sleep(1.5)  # a few polls
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 130, stderr
+    assert f"Submitted job {job.pk}: waiting 1.0 on {benchmark.name}" in stdout
+    assert f"job {job.pk}: pending" in stderr
+    assert f"Follow it again with: rx eval wait {job.pk}" in stderr
+    job.refresh_from_db()
+    assert job.state in Job.ACTIVE_STATES
+
+    shown = rx("eval", "show", str(job.pk), "--json")
+    body = json.loads(shown.stdout)
+    assert body["id"] == job.pk and body["state"] == job.state
+    if isinstance(body.get("queue"), dict) and body["queue"].get("position"):
+        assert f"position {body['queue']['position']} in the queue" in stderr
+
+    cancelled = rx("eval", "cancel", str(job.pk), "--reason", "not needed")
+    assert cancelled.returncode == 0 and f"job {job.pk}: cancelled" in cancelled.stdout
+    waited = rx("eval", "wait", str(job.pk))
+    assert waited.returncode == 3 and f"job {job.pk} was cancelled" in waited.stdout
+
+
+def test_the_library_retries_a_throttled_request_after_backing_off(
+    live_server, settings, member_token
+):
+    settings.REST_FRAMEWORK = {
+        **settings.REST_FRAMEWORK,
+        "DEFAULT_THROTTLE_RATES": {"anon": "1000/second", "user": "2/second"},
+    }
+    retries = []
+
+    def heard(*retry) -> None:
+        retries.append(retry)
+
+    with Client(live_server.url, member_token, backoff=0.3, on_retry=heard) as client:
+        names = {client.me()["username"] for _ in range(4)}
+    assert len(names) == 1
+    assert retries and all(what.startswith("HTTP 429") for what, *_ in retries)
+
+    time.sleep(1.1)  # a fresh second of the rate
+    with Client(live_server.url, member_token, retries=0) as client:
+        client.me(), client.me()
+        with pytest.raises(ApiError) as refused:
+            client.me()
+    assert refused.value.status == 429 and refused.value.code == "throttled"
+    assert "Request was throttled" in refused.value.message
