@@ -212,7 +212,8 @@ def _describe(job: JSON) -> str:
 def _queue_line(job: JSON, queue: dict[str, Any]) -> str:
     parts = []
     if queue.get("position") is not None:
-        parts.append(f"position {queue['position']} in the queue")
+        of = f" of {queue['pending']}" if queue.get("pending") else ""
+        parts.append(f"position {queue['position']}{of} in the queue")
     if queue.get("estimated_start"):
         parts.append(f"estimated start {output.moment(queue['estimated_start'])}")
     line = f"job {job['id']}: " + (", ".join(parts) or "waiting in the queue")
@@ -378,7 +379,7 @@ def results_list(args: argparse.Namespace) -> int:
         as_json(rows)
         return 0
     output.table(
-        ["RESULT", "MODEL", "VERSION", "INSTITUTION", "BENCHMARK", "METRICS", "RAN BY", "FINISHED"],
+        ["RESULT", "MODEL", "VERSION", "INSTITUTION", "BENCHMARK", "METRICS", "NODE", "FINISHED"],
         [
             (
                 row["id"],
@@ -387,7 +388,7 @@ def results_list(args: argparse.Namespace) -> int:
                 row["model"]["institution"],
                 f"{row['benchmark']['name']} ({row['benchmark']['id']})",
                 output.metrics(row["metrics"]),
-                (row.get("ran_by") or {}).get("node_name") or row.get("node") or "",
+                row.get("node") or (row.get("ran_by") or {}).get("node_name") or "",
                 output.moment(row.get("finished_at")),
             )
             for row in rows

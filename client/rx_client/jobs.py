@@ -15,7 +15,8 @@ EXIT_CODES = {"succeeded": 0, "failed": 1, "cancelled": 3, "timed_out": 4}
 
 
 def queue_place(job: JSON) -> dict[str, Any] | None:
-    """`{position, estimated_start, explanation}` of a pending job, where the node says."""
+    """`{position, pending, estimated_start, explanation}` of a pending job, where the node
+    says (null where it cannot tell)."""
     queue = job.get("queue")
     if job.get("state") != "pending" or not isinstance(queue, dict):
         return None

@@ -248,13 +248,17 @@ def test_ctrl_c_while_waiting_leaves_the_job_queued_and_says_how_to_follow_it(
     assert f"job {job.pk}: pending" in stderr
     assert f"Follow it again with: rx eval wait {job.pk}" in stderr
     job.refresh_from_db()
-    assert job.state in Job.ACTIVE_STATES
+
+    # Nothing dispatches here: the job waits at the head of the queue.
+    assert job.state == Job.State.PENDING
+    assert f"job {job.pk}: position 1 of 1 in the queue" in stderr
 
     shown = rx("eval", "show", str(job.pk), "--json")
     body = json.loads(shown.stdout)
-    assert body["id"] == job.pk and body["state"] == job.state
-    if isinstance(body.get("queue"), dict) and body["queue"].get("position"):
-        assert f"position {body['queue']['position']} in the queue" in stderr
+    assert body["id"] == job.pk and body["state"] == "pending"
+    assert body["queue"]["position"] == 1
+    shown = rx("eval", "show", str(job.pk))
+    assert shown.returncode == 0 and "position 1 of 1 in the queue" in shown.stdout
 
     cancelled = rx("eval", "cancel", str(job.pk), "--reason", "not needed")
     assert cancelled.returncode == 0 and f"job {job.pk}: cancelled" in cancelled.stdout
