@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.test import Client
 from huggingface_hub import HfApi, constants, hf_hub_download, snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
@@ -173,7 +174,7 @@ def test_a_version_label_and_its_commit_id_are_revisions(node, tmp_path):
 LOAD = """
 import json, sys
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, pipeline
 
 repo, revision, built = sys.argv[1:4]
 tokenizer = AutoTokenizer.from_pretrained(repo, revision=revision)
@@ -183,7 +184,10 @@ with torch.no_grad():
     logits = model(**inputs).logits
     reference = AutoModelForCausalLM.from_pretrained(built)(**inputs).logits
 generated = model.generate(**inputs, max_new_tokens=4, do_sample=False, pad_token_id=0)
+generate = pipeline("text-generation", repo, revision=revision)
+text = generate("The sun", max_new_tokens=2, do_sample=False)[0]["generated_text"]
 print(json.dumps({
+    "pipeline_text": text,
     "same_logits": bool(torch.equal(logits, reference)),
     "generated": generated[0].tolist(),
     "prompt": inputs["input_ids"][0].tolist(),
@@ -222,6 +226,7 @@ def test_transformers_loads_and_generates_then_reloads_offline_from_its_cache(no
     assert online["same_logits"] and offline["same_logits"]
     assert len(online["generated"]) == len(online["prompt"]) + 4
     assert offline["generated"] == online["generated"]
+    assert online["pipeline_text"].startswith("The sun")
 
 
 def test_what_is_missing_raises_the_clients_own_errors(node, tmp_path):
@@ -282,6 +287,15 @@ def test_a_hidden_model_is_a_missing_repository_but_downloads_with_a_members_tok
         folder = snapshot_download(repo_id, endpoint=node.url, cache_dir=cache)
         monkeypatch.delenv("HF_TOKEN")
         assert (Path(folder) / "config.json").read_bytes() == secret_files["config.json"]
+        # A browser signed in to the portal reads it too.
+        browser = Client()
+        browser.force_login(member)
+        signed_in = {"sessionid": browser.cookies["sessionid"].value}
+        url = f"{node.url}/{repo_id}/resolve/main/config.json"
+        assert (
+            requests.get(url, cookies=signed_in, timeout=10).content == secret_files["config.json"]
+        )
+        assert requests.get(url, timeout=10).headers["X-Error-Code"] == "RepoNotFound"
 
 
 def test_a_bad_token_is_refused_with_a_clear_401(node, tmp_path):
@@ -386,3 +400,21 @@ def test_anonymous_reads_are_throttled_like_the_rest_api(node, settings):
     assert [answer.status_code for answer in answers] == [200, 200, 429]
     assert int(answers[2].headers["Retry-After"]) > 0
     assert "Too many requests" in answers[2].json()["error"]
+
+
+def test_reads_take_a_fixed_number_of_queries_whatever_the_files_and_versions(
+    node, member, django_assert_max_num_queries
+):
+    client = Client()
+    info = f"/api/models/{node.repo_id}"
+    tree = f"/api/models/{node.repo_id}/tree/{node.commit('1.0')}"
+    resolve = f"/{node.repo_id}/resolve/1.0/config.json"
+
+    # The request's transaction (BEGIN, COMMIT), the model, its tags, its published versions,
+    # their files; the info adds the linked papers. The same by commit id.
+    with django_assert_max_num_queries(2 + 5):
+        assert client.get(info).status_code == 200
+    with django_assert_max_num_queries(2 + 4):
+        assert client.get(tree).status_code == 200
+    with django_assert_max_num_queries(2 + 4):
+        assert client.head(resolve).status_code == 200
