@@ -15,7 +15,6 @@ from typing import Any
 from django.conf import settings
 from django.core.cache import cache
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import F, Q, Sum
 from django.db.models.functions import Length
@@ -26,7 +25,7 @@ from apps.accounts.selectors import user_can_manage_institution
 from apps.accounts.services import api_token_hash
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Benchmark, ModelVersion, Paper, ResearchModel
-from apps.compute import scheduling, selectors
+from apps.compute import notifications, scheduling, selectors
 from apps.compute.exceptions import JobConflict
 from apps.compute.models import (
     Allocation,
@@ -313,30 +312,13 @@ def _locked_submitted(request: ComputeRequest) -> ComputeRequest:
 
 
 def _decide(request: ComputeRequest, *, reviewer: User, state: str, comment: str) -> None:
-    """Records a review (the request is locked by the caller) and mails the requester."""
+    """Records a review (the request is locked by the caller) and tells the requester."""
     request.state = state
     request.reviewer = reviewer
     request.review_comment = comment.strip()
     request.reviewed_at = timezone.now()
     request.save(update_fields=["state", "reviewer", "review_comment", "reviewed_at"])
-    _notify_requester(request)
-
-
-def _notify_requester(request: ComputeRequest) -> None:
-    recipient = request.requester.email
-    if not recipient:
-        return
-    subject = f"Your compute request was {request.state}"
-    lines = [
-        f"Your request for {request.gpu_hours} GPU-hours for {request.institution.name} "
-        f"was {request.state} by the platform admins.",
-    ]
-    if request.review_comment:
-        lines.append(f"Comment: {request.review_comment}")
-    message = "\n\n".join(lines)
-    transaction.on_commit(
-        lambda: send_mail(subject, message, None, [recipient], fail_silently=True)
-    )
+    notifications.compute_request_reviewed_emit(request)
 
 
 def _window(starts_on: date, ends_on: date) -> tuple[datetime, datetime]:
@@ -377,6 +359,7 @@ def compute_request_approve(
         ends_at=ends_at,
         created_by=reviewer,
     )
+    notifications.grant_received_emit(allocation, granted_by="the platform admins")
     return allocation
 
 
@@ -427,6 +410,7 @@ def allocation_create(
     )
     allocation.full_clean()
     allocation.save()
+    notifications.grant_received_emit(allocation, granted_by="the platform admins")
     return allocation
 
 
@@ -673,9 +657,17 @@ def _charge(job: Job, now: datetime) -> None:
     usage.save()
 
 
-def _finish(job: Job, state: str, *, now: datetime, charge: bool, reason: str = "") -> None:
+def _finish(
+    job: Job,
+    state: str,
+    *,
+    now: datetime,
+    charge: bool,
+    reason: str = "",
+    metrics: dict[str, Any] | None = None,
+) -> None:
     """Ends the job (locked by the caller): frees its devices, debits its run time when the
-    researcher owes it, and lets the dispatcher use the freed devices."""
+    researcher owes it, lets the dispatcher use the freed devices, and tells the submitter."""
     job.state = state
     job.finished_at = now
     job.lease_expires_at = None
@@ -687,6 +679,7 @@ def _finish(job: Job, state: str, *, now: datetime, charge: bool, reason: str = 
     _release(job)
     job_event(job, reason)
     dispatch_soon()
+    notifications.job_finished_emit(job, metrics=metrics)
 
 
 def _requeue_or_fail(job: Job, *, now: datetime, reason: str) -> None:
@@ -1055,7 +1048,7 @@ def job_result_post(
         raise JobConflict(f"Job {job_id} already has a result, from attempt {existing.attempt}.")
     job = _current_attempt(node=node, job_id=job_id, attempt=attempt, states=(Job.State.RUNNING,))
     _check_metrics(job, metrics)
-    _finish(job, Job.State.SUCCEEDED, now=timezone.now(), charge=True)
+    _finish(job, Job.State.SUCCEEDED, now=timezone.now(), charge=True, metrics=metrics)
     result = evaluation_services.result_record(
         job=job, attempt=attempt, metrics=metrics, provenance=provenance
     )

@@ -25,6 +25,7 @@ class EventType(models.TextChoices):
     GRANT_RECEIVED = "grant.received", "GPU-hours were granted to your institution"
     COMMENT_CREATED = "comment.created", "A comment on your record"
     PEER_REQUESTED = "peer.requested", "A node asked to peer with this one (staff)"
+    WEBHOOK_DISABLED = "webhook.disabled", "A webhook endpoint was disabled after failures"
 
 
 class Event(models.Model):
@@ -110,3 +111,112 @@ class BenchmarkWatch(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} watches {self.benchmark_id}"
+
+
+class WebhookEndpoint(models.Model):
+    """A URL that receives events as signed POSTs (Standard Webhooks). It belongs to a user (the
+    events whose audience includes them) or to an institution (the events of that institution),
+    and only its owner, the user or the institution's admins, sees and manages it."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_endpoints",
+    )
+    institution = models.ForeignKey(
+        Institution,
+        null=True,
+        blank=True,
+        on_delete=models.CASCADE,
+        related_name="webhook_endpoints",
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    url = models.URLField(max_length=500)
+    description = models.CharField(max_length=200, blank=True)
+    # "whsec_" + base64 of random bytes: what both sides sign with.
+    secret = models.CharField(max_length=100)
+    # Empty: every type the owner may receive.
+    event_types = models.JSONField(default=list, blank=True)
+    enabled = models.BooleanField(default=True)
+    # Set only by staff, for a development setup whose receiver is on a private network.
+    allow_private_addresses = models.BooleanField(default=False)
+    # Failed attempts in a row, across deliveries; a success resets it.
+    consecutive_failures = models.PositiveIntegerField(default=0)
+    disabled_reason = models.CharField(max_length=500, blank=True)
+    disabled_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(user__isnull=False, institution__isnull=True)
+                | models.Q(user__isnull=True, institution__isnull=False),
+                name="webhook_endpoint_has_one_owner",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class WebhookDelivery(models.Model):
+    """One event to one endpoint: attempted until the receiver answers 2xx or the attempts run
+    out. The row, not the Celery message, says what is due: a lost message only delays it."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", "Pending"
+        RETRYING = "retrying", "Retrying"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    ACTIVE_STATES = (State.PENDING, State.RETRYING)
+
+    endpoint = models.ForeignKey(
+        WebhookEndpoint, on_delete=models.CASCADE, related_name="deliveries"
+    )
+    event = models.ForeignKey(Event, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    state = models.CharField(max_length=16, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=1000, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event"], name="unique_webhook_delivery")
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.event_id} to {self.endpoint_id}: {self.state}"
+
+
+class WebhookAttempt(models.Model):
+    """One POST of a delivery and what the receiver answered."""
+
+    delivery = models.ForeignKey(
+        WebhookDelivery, on_delete=models.CASCADE, related_name="attempt_log"
+    )
+    number = models.PositiveIntegerField()
+    status_code = models.PositiveIntegerField(null=True, blank=True)
+    error = models.CharField(max_length=1000, blank=True)
+    # The first KiB of the receiver's answer.
+    response_body = models.CharField(max_length=1024, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["delivery", "number"]
+
+    def __str__(self) -> str:
+        return f"{self.delivery_id} #{self.number}: {self.status_code or self.error}"

@@ -12,6 +12,7 @@ from django.db import transaction
 from django.urls import reverse
 
 from apps.accounts.models import Institution, User
+from apps.events import webhooks
 from apps.events.models import Event, EventType, Notification, NotificationPreference
 
 # (portal, email) for a type without a preference row: mail for what people wait on, not for
@@ -26,6 +27,7 @@ DEFAULT_CHANNELS: dict[str, tuple[bool, bool]] = {
     EventType.GRANT_RECEIVED: (True, True),
     EventType.COMMENT_CREATED: (True, False),
     EventType.PEER_REQUESTED: (True, True),
+    EventType.WEBHOOK_DISABLED: (True, True),
 }
 
 
@@ -54,8 +56,8 @@ def event_emit(
     url: str = "",
 ) -> Event:
     """Records an event for `users` (each may see what `data` holds) and, when given, the
-    institution it concerns (its admins' webhooks receive it). Call it inside the transaction of
-    the change: a rolled-back change tells no one."""
+    institution it concerns (its webhooks receive it). Call it inside the transaction of the
+    change: a rolled-back change tells no one."""
     audience = {user.pk: user for user in users if user.is_active}
     with transaction.atomic():
         event = Event.objects.create(
@@ -72,6 +74,8 @@ def event_emit(
             for user_id, (_portal, email) in channels.items()
             if email and audience[user_id].email
         )
+        deliveries = webhooks.webhook_deliveries_create(event=event, user_ids=audience)
+    webhooks.deliveries_enqueue([(delivery_id, 0) for delivery_id in deliveries])
 
     def deliver() -> None:
         from apps.events import tasks

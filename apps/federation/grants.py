@@ -16,7 +16,7 @@ from rest_framework import serializers
 from apps.accounts.models import Institution
 from apps.compute.models import Allocation
 from apps.core.serializers import StrictSerializer
-from apps.federation import client
+from apps.federation import client, notifications
 from apps.federation.contract import GRANTS_PATH
 from apps.federation.models import Peer
 
@@ -102,7 +102,7 @@ def grant_receive(*, peer: Peer, data: Any) -> Allocation:
         raise ValidationError(
             {"institution": f"No institution {fields['institution']} of this node."}
         )
-    allocation, _ = Allocation.objects.update_or_create(
+    allocation, created = Allocation.objects.update_or_create(
         origin_node=peer.node_id,
         origin_id=fields["id"],
         defaults={
@@ -116,6 +116,8 @@ def grant_receive(*, peer: Peer, data: Any) -> Allocation:
             "origin_synced_at": timezone.now(),
         },
     )
+    if created:
+        notifications.peer_grant_received_emit(allocation, peer=peer)
     return allocation
 
 

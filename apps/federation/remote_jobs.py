@@ -29,7 +29,7 @@ from apps.compute.models import Allocation
 from apps.evaluations import selectors as evaluation_selectors
 from apps.evaluations.models import AttestationStatus, Result
 from apps.evaluations.remote_results import remote_result_record
-from apps.federation import attestations, client, grants
+from apps.federation import attestations, client, grants, notifications
 from apps.federation.contract import (
     EVALUATION_CANCEL_PATH,
     EVALUATION_FINISHED_STATES,
@@ -220,10 +220,14 @@ def remote_job_send(remote_job: RemoteJob) -> RemoteJob:
     except client.PeerRefused as error:
         if not _refused(error):
             return _note_error(remote_job, error)
-        RemoteJob.objects.filter(pk=remote_job.pk, state=State.SENDING).update(
-            state=State.REFUSED, reason=error.message[:4000], finished_at=timezone.now()
-        )
-        return RemoteJob.objects.get(pk=remote_job.pk)
+        with transaction.atomic():
+            refused = RemoteJob.objects.filter(pk=remote_job.pk, state=State.SENDING).update(
+                state=State.REFUSED, reason=error.message[:4000], finished_at=timezone.now()
+            )
+            remote_job = RemoteJob.objects.get(pk=remote_job.pk)
+            if refused:
+                notifications.remote_job_finished_emit(remote_job)
+        return remote_job
     except client.FederationError as error:
         return _note_error(remote_job, error)
     try:
@@ -408,6 +412,8 @@ def remote_job_apply(*, remote_job_id: int, data: Any) -> RemoteJob:
     remote_job.state = state
     remote_job.last_error = ""
     remote_job.save()
+    if state in EVALUATION_FINISHED_STATES:
+        notifications.remote_job_finished_emit(remote_job)
     return remote_job
 
 
@@ -458,10 +464,13 @@ def remote_job_cancel(*, user: User, remote_job: RemoteJob, reason: str = "") ->
         )
     path = EVALUATION_CANCEL_PATH.format(request_id=remote_job.request_id)
     if remote_job.state == State.SENDING:
-        RemoteJob.objects.filter(pk=remote_job.pk, state=State.SENDING).update(
-            state=State.CANCELLED, reason="Cancelled before the peer answered.",
-            finished_at=timezone.now(),
-        )  # fmt: skip
+        with transaction.atomic():
+            cancelled = RemoteJob.objects.filter(pk=remote_job.pk, state=State.SENDING).update(
+                state=State.CANCELLED, reason="Cancelled before the peer answered.",
+                finished_at=timezone.now(),
+            )  # fmt: skip
+            if cancelled:
+                notifications.remote_job_finished_emit(RemoteJob.objects.get(pk=remote_job.pk))
         # The request may have reached the peer although its answer did not reach us. If the
         # peer never got it, or runs it anyway, there is nothing to undo: its figure is taken.
         with contextlib.suppress(client.FederationError):
@@ -544,10 +553,20 @@ def grants_held_at_peers(*, user: User) -> Any:
     )
 
 
+@transaction.atomic
 def remote_jobs_end(*, peer: Peer) -> int:
     """The peering was revoked: our jobs at that peer end here (it will not be asked again)."""
-    return RemoteJob.objects.filter(peer=peer, state__in=RemoteJob.ACTIVE_STATES).update(
+    active = RemoteJob.objects.select_for_update().filter(
+        peer=peer, state__in=RemoteJob.ACTIVE_STATES
+    )
+    ended = list(active.values_list("pk", flat=True))
+    RemoteJob.objects.filter(pk__in=ended).update(
         state=State.FAILED,
         reason=f"The peering with {peer.node_id} was revoked before the job ended.",
         finished_at=timezone.now(),
     )
+    for remote_job in RemoteJob.objects.filter(pk__in=ended).select_related(
+        "peer", "model_version__model", "benchmark", "submitter", "institution", "result"
+    ):
+        notifications.remote_job_finished_emit(remote_job)
+    return len(ended)

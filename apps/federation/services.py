@@ -22,7 +22,7 @@ from apps.accounts.models import Institution, User
 from apps.catalog.formats import InvalidArtifact, inspect_artifact
 from apps.catalog.models import Artifact
 from apps.catalog.services import artifact_storage, storage_name_for
-from apps.federation import client, grants
+from apps.federation import client, grants, notifications
 from apps.federation.contract import (
     CAPABILITIES,
     FEED_PATH,
@@ -170,6 +170,7 @@ def peering_request_receive(*, node_id: str, identity: dict[str, Any] | None) ->
         _event(peer, to_state=State.APPROVED, actor=None, by_peer=True, note="Both asked.")
     elif peer.state != State.PENDING or not peer.events.exists():
         _event(peer, to_state=State.PENDING, actor=None, by_peer=True, note="Asked to peer.")
+        notifications.peer_requested_emit(peer)
     peer.save()
     return peer
 

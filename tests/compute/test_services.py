@@ -1,3 +1,4 @@
+import contextlib
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -431,10 +432,21 @@ class TestRequests:
         assert mail.outbox[0].to == ["ada@northbridge.example"]
         assert "approved" in mail.outbox[0].subject and "Enjoy" in mail.outbox[0].body
 
+    @contextlib.contextmanager
     def captured_on_commit(self):
+        """Runs what the change sends after commit, its tasks (the event's mail) in this
+        process."""
         from django.test import TestCase
 
-        return TestCase.captureOnCommitCallbacks(execute=True)
+        from config.celery_app import app
+
+        eager = app.conf.task_always_eager
+        app.conf.task_always_eager = True
+        try:
+            with TestCase.captureOnCommitCallbacks(execute=True):
+                yield
+        finally:
+            app.conf.task_always_eager = eager
 
     def test_rejection_needs_a_reason(self, member, institution, staff):
         request = self._ask(member, institution)

@@ -184,6 +184,7 @@ SPECTACULAR_SETTINGS = {
         "PeerState": "apps.federation.models.Peer.State",
         "RemoteJobState": "apps.federation.models.RemoteJob.State",
         "WorkerEndState": [("failed", "Failed"), ("timed_out", "Timed out")],
+        "WebhookDeliveryState": "apps.events.models.WebhookDelivery.State",
     },
     "TITLE": "Research Exchange API",
     "DESCRIPTION": (
@@ -329,6 +330,23 @@ RESULT_ATTESTATION = "apps.federation.attestations.result_attestation"
 CELERY_BEAT_SCHEDULE["prune-seen-nonces"] = {
     "task": "apps.federation.tasks.seen_nonces_prune_task",
     "schedule": FEDERATION_SIGNATURE_WINDOW_SECONDS,
+}
+# Webhooks (Standard Webhooks): a POST has these timeouts and reads at most this much of the
+# answer; a failed attempt is retried after WEBHOOK_RETRY_SECONDS, doubling up to
+# WEBHOOK_RETRY_MAX_SECONDS (±20 % jitter), up to WEBHOOK_MAX_ATTEMPTS attempts; an endpoint
+# that failed WEBHOOK_DISABLE_AFTER_FAILURES attempts in a row is disabled. The beat sends what
+# is due every WEBHOOK_SWEEP_SECONDS.
+WEBHOOK_CONNECT_TIMEOUT_SECONDS = env.float("WEBHOOK_CONNECT_TIMEOUT_SECONDS", default=5)
+WEBHOOK_READ_TIMEOUT_SECONDS = env.float("WEBHOOK_READ_TIMEOUT_SECONDS", default=10)
+WEBHOOK_MAX_RESPONSE_BYTES = env.int("WEBHOOK_MAX_RESPONSE_BYTES", default=64 * 1024)
+WEBHOOK_RETRY_SECONDS = env.float("WEBHOOK_RETRY_SECONDS", default=30)
+WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=6 * 60 * 60)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
+WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)
+WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
+CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
+    "task": "apps.events.tasks.webhooks_deliver_due_task",
+    "schedule": WEBHOOK_SWEEP_SECONDS,
 }
 # OAI-PMH: records per page of a list answer.
 OAI_PAGE_SIZE = env.int("OAI_PAGE_SIZE", default=100)

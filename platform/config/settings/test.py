@@ -34,3 +34,7 @@ FEDERATION_KEY_DIR = Path(tempfile.mkdtemp(prefix="research-exchange-test-keys-"
 
 # The suite's peers are nodes on 127.0.0.1.
 FEDERATION_ALLOW_PRIVATE_ADDRESSES = True
+
+# Webhook retries in a test come after a fraction of a second, not half a minute.
+WEBHOOK_RETRY_SECONDS = 0.05
+WEBHOOK_RETRY_MAX_SECONDS = 1.0
