@@ -92,11 +92,12 @@ def models_publish(args: argparse.Namespace) -> int:
         )
     version = report.version
     reference = f"{args.institution}/{args.model}@{version['label']}"
-    files = len(version.get("files", []))
+    count = len(version.get("files", []))
+    files = f"{count} file" + ("" if count == 1 else "s")
     if report.already_published:
-        print(f"{reference} was already published (version id {version['id']}, {files} files)")
+        print(f"{reference} was already published (version id {version['id']}, {files})")
     else:
-        print(f"Published {reference} (version id {version['id']}, {files} files)")
+        print(f"Published {reference} (version id {version['id']}, {files})")
     return 0
 
 
@@ -239,12 +240,17 @@ def _outcome(job: JSON, terminal: _Terminal) -> int:
 
 def _wait(client: Client, job_id: int, poll: float) -> int:
     terminal = _Terminal()
+
+    def state_changed(job: JSON) -> None:
+        if job["state"] in jobs.ACTIVE_STATES:  # how it ended is said once, by the outcome
+            terminal.say(_describe(job))
+
     try:
         job = jobs.follow(
             client,
             job_id,
             poll_seconds=poll,
-            on_state=lambda job: terminal.say(_describe(job)),
+            on_state=state_changed,
             on_queue=lambda job, queue: terminal.say(_queue_line(job, queue)),
             on_log=terminal.log,
             on_attempt=lambda n: terminal.say(f"job {job_id}: attempt {n} starts over"),
