@@ -43,12 +43,14 @@ def current() -> Credentials:
         url, url_source = os.environ["RX_URL"], "RX_URL"
     elif stored.get("url"):
         url, url_source = stored["url"], path
+    url = url.rstrip("/")
     token, token_source = None, None
     if os.environ.get("RX_TOKEN"):
         token, token_source = os.environ["RX_TOKEN"], "RX_TOKEN"
-    elif stored.get("token"):
+    elif stored.get("token") and stored.get("url", "").rstrip("/") == url:
+        # A saved token goes only to the node it was saved for, never to another RX_URL.
         token, token_source = stored["token"], path
-    return Credentials(url.rstrip("/"), token, url_source, token_source)
+    return Credentials(url, token, url_source, token_source)
 
 
 def save(url: str, token: str) -> Path:

@@ -7,7 +7,7 @@ from apps.catalog import services
 from apps.catalog.models import ModelVersion, ResearchModel, Visibility
 from tests.catalog.conftest import store
 from tests.catalog.samples import pickle_bytes, safetensors_bytes
-from tests.factories import UserFactory
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -230,6 +230,18 @@ def test_models_are_listed_and_shown_by_visibility(
         visible = actor in readers
         assert (actor, model.pk in listed, detail) == (actor, visible, 200 if visible else 404)
         client.force_authenticate(None)
+
+
+def test_a_model_is_found_by_its_institution_and_slug(
+    client_as, member, institution, other_institution, publish_model
+):
+    wanted = publish_model(member, institution, slug="aurora")
+    publish_model(member, institution, slug="aurora-large")
+    elsewhere = MembershipFactory(institution=other_institution).user
+    publish_model(elsewhere, other_institution, slug="aurora")
+    client = client_as("member")
+    found = client.get("/api/v1/models/", {"institution": "northbridge", "slug": "aurora"}).json()
+    assert [row["id"] for row in found["results"]] == [wanted.pk]
 
 
 def test_a_private_model_is_hidden_from_other_members(

@@ -44,6 +44,10 @@ def test_login_checks_the_token_and_saves_it_for_its_owner_only(
         whoami.stdout.startswith(f"{member.username} (") and "northbridge: member" in whoami.stdout
     )
 
+    # The saved token is never sent to another node named by RX_URL.
+    elsewhere = rx_logged_out("whoami", RX_URL=f"http://127.0.0.1:{_free_port()}")
+    assert elsewhere.returncode == 2 and "not logged in" in elsewhere.stderr
+
     assert rx_logged_out("logout").returncode == 0
     assert not path.exists()
     after = rx_logged_out("whoami")
