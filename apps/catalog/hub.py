@@ -9,9 +9,10 @@
 - every file is described as a Git LFS file: its `lfs.oid` is its sha256, its `oid` the Git
   blob id of its LFS pointer, as the Hub gives for large files.
 
-Drafts are never served: a draft's label answers like a label that does not exist. A model the
-viewer may not see answers like a repository that does not exist (the catalogue's selectors
-decide, with the same visibility rules as everywhere else).
+`main` always means the latest published version: a version labelled `main` is reached by its
+commit id. Drafts are never served: a draft's label answers like a label that does not exist.
+A model the viewer may not see answers like a repository that does not exist (the catalogue's
+selectors decide, with the same visibility rules as everywhere else).
 """
 
 import hashlib

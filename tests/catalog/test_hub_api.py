@@ -254,6 +254,8 @@ def test_what_is_missing_raises_the_clients_own_errors(node, tmp_path):
     # The 404 named the commit, so the client remembers the file is missing there.
     assert missing.value.response.headers["X-Repo-Commit"] == node.commit("2.0")
     assert list(cache.rglob(f".no_exist/{node.commit('2.0')}/README.md"))
+    # The client's daily question for its agent registry is not for a node: a plain 404.
+    assert requests.get(f"{node.url}/api/agent-harnesses", timeout=10).status_code == 404
 
 
 def test_a_hidden_model_is_a_missing_repository_but_downloads_with_a_members_token(
@@ -340,38 +342,37 @@ def test_tree_pages_are_followed_through_the_link_header(node, monkeypatch):
     assert HfApi(endpoint=node.url).list_repo_files(node.repo_id) == sorted(node.files["2.0"])
 
 
-def test_a_mirrored_model_is_served_and_its_file_fetched_from_the_origin_first(
+def test_a_mirrored_model_is_served_and_its_files_fetched_from_the_origin_first(
     node, settings, tmp_path
 ):
+    settings.FEDERATION_RETRIES = 0
     keys.node_key_ensure()
+    later = b'{"max_new_tokens": 4}'
     with peer_server() as origin:
         make_peer(origin.url, origin.key)
         # The origin serves the file's bytes; its feed gave their sha256 and size.
         origin.payload = {"model_type": "gpt2", "n_layer": 2}
         content = json.dumps(origin.payload).encode()
-        at = mirrors.Origin(
-            node=origin.url, id="7", url=f"{origin.url}/models/7", synced_at=node.model.created_at
-        )
+        files = [
+            mirrors.MirroredFile(
+                filename=name, sha256=sha256_of(data), size=len(data), format="json",
+                unsafe=False, url=f"{origin.url}/api/v1/artifacts/{sha256_of(data)}/download",
+            )
+            for name, data in (("config.json", content), ("generation_config.json", later))
+        ]  # fmt: skip
+        synced_at = node.model.created_at
         mirrors.institution_mirror(
-            origin=mirrors.Origin(node=origin.url, id="3", url=origin.url, synced_at=at.synced_at),
+            origin=mirrors.Origin(node=origin.url, id="3", url=origin.url, synced_at=synced_at),
             fields={"name": "Lakeshore NLP", "slug": "lakeshore", "country": "CA"},
         )
         mirrored = mirrors.model_mirror(
-            origin=at, institution="3",
+            origin=mirrors.Origin(
+                node=origin.url, id="7", url=f"{origin.url}/models/7", synced_at=synced_at
+            ),
+            institution="3",
             fields={"name": "Peer GPT-2", "slug": "peer-gpt2", "license": "MIT", "task": ""},
             tags=["peer"], papers=[], benchmarks=[],
-            versions=[
-                mirrors.MirroredVersion(
-                    label="1.0", release_notes="", published_at=at.synced_at,
-                    files=[
-                        mirrors.MirroredFile(
-                            filename="config.json", sha256=sha256_of(content), size=len(content),
-                            format="json", unsafe=False,
-                            url=f"{origin.url}/api/v1/artifacts/{sha256_of(content)}/download",
-                        )
-                    ],
-                )
-            ],
+            versions=[mirrors.MirroredVersion("1.0", "", synced_at, files)],
         )  # fmt: skip
         repo_id = f"{mirrored.institution.slug}/peer-gpt2"
         assert not Artifact.objects.get(sha256=sha256_of(content)).is_stored
@@ -382,10 +383,22 @@ def test_a_mirrored_model_is_served_and_its_file_fetched_from_the_origin_first(
         assert Artifact.objects.get(sha256=sha256_of(content)).is_stored
         (fetch,) = origin.requests_to(f"/api/v1/artifacts/{sha256_of(content)}/download")
         assert "Signature" in fetch.headers
-    # The commit id is the version's identity at its origin, so it is the same at every node.
+        origin_url = origin.url
+    # The commit id stands on the version's identity at its origin: the same at every node.
+    identity = [
+        "research-exchange model version 1", f"model {origin_url} 7", "version 1.0",
+        f"file {sha256_of(content)} config.json", f"file {sha256_of(later)} generation_config.json",
+    ]  # fmt: skip
     info = HfApi(endpoint=node.url).model_info(repo_id)
-    version = mirrored.versions.get()
-    assert info.sha == hub.version_commit(mirrored, version, list(version.files.all()))
+    assert info.sha == hashlib.sha1("\n".join(identity).encode()).hexdigest()  # noqa: S324
+    # The origin is gone: a file not fetched yet says so, and nothing is stored.
+    unavailable = requests.get(
+        f"{node.url}/{repo_id}/resolve/main/generation_config.json", timeout=30
+    )
+    assert unavailable.status_code == 424
+    assert unavailable.headers["X-Error-Code"] == "OriginUnavailable"
+    assert "could not connect" in unavailable.json()["error"]
+    assert not Artifact.objects.get(sha256=sha256_of(later)).is_stored
 
 
 def test_anonymous_reads_are_throttled_like_the_rest_api(node, settings):
