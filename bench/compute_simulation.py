@@ -173,6 +173,25 @@ class PassContext:
 Policy = Callable[[PassContext], list[Placement]]
 
 
+@dataclass
+class Instant:
+    """What an observer of the simulation sees after the events of one instant, before the
+    dispatcher's pass: what arrived and ended, the queue and the pool."""
+
+    now: float
+    arrived: list[int]
+    ended: list[int]
+    pending: list[TraceJob]  # in submission order
+    nodes: list[NodeCapacity]
+    usage: dict[int, Usage]
+    half_life: float
+    running: dict[int, tuple[int, tuple[str, ...]]]  # job id: (node id, devices)
+    start: dict[int, float]  # job id: when it started
+
+
+Observer = Callable[[Instant], None]
+
+
 def policy_platform(ctx: PassContext) -> list[Placement]:
     """What services.jobs_dispatch does: fair-share factors from decayed usage and allocations,
     queue_order, then plan."""
@@ -261,10 +280,16 @@ class Outcome:
     max_pending: int = 0
 
 
-def simulate(trace: list[TraceJob], policy: Policy, *, half_life_hours: float) -> Outcome:
+def simulate(
+    trace: list[TraceJob],
+    policy: Policy,
+    *,
+    half_life_hours: float,
+    observe: Observer | None = None,
+) -> Outcome:
     """Discrete events: arrivals and actual ends. After all events at one instant, one dispatcher
     pass. The dispatcher knows start + time limit (busy_until); devices come back at the actual
-    end."""
+    end. `observe` sees each instant where something arrived or ended, before the pass."""
     half_life = half_life_hours * 3600
     nodes = cluster()
     by_node = {node.id: node for node in nodes}
@@ -289,13 +314,16 @@ def simulate(trace: list[TraceJob], policy: Policy, *, half_life_hours: float) -
                     now - last
                 )
         last = now
+        arrived, ended = [], []
         while events and events[0][0] == now:
             _time, kind, job_id = heapq.heappop(events)
             job = jobs[job_id]
             if kind == 1:
                 pending[job_id] = job
                 pending_count[job.institution_id] += 1
+                arrived.append(job_id)
                 continue
+            ended.append(job_id)
             node_id, devices = running.pop(job_id)
             for device in devices:
                 del by_node[node_id].busy_until[device]
@@ -305,6 +333,13 @@ def simulate(trace: list[TraceJob], policy: Policy, *, half_life_hours: float) -
             account.decayed = account.at(now, half_life) + job.gpu_count * job.actual
             account.updated = now
         outcome.max_pending = max(outcome.max_pending, len(pending))
+        if observe is not None:
+            observe(
+                Instant(
+                    now, arrived, ended, list(pending.values()), nodes, usage, half_life,
+                    running, outcome.start,
+                )
+            )  # fmt: skip
         if not pending or not any(node.free() for node in nodes):
             continue
         began = time.perf_counter()
