@@ -26,6 +26,8 @@ from apps.compute.scheduling import NodeCapacity, PriorityWeights, QueuedJob
 # How many jobs from the head of the queue the replay places at most: a job further back gets
 # its position and the reasons for it, but no estimated start.
 ESTIMATE_LIMIT = 200
+# How many of a benchmark's latest succeeded runs make its typical run time.
+RUN_TIME_HISTORY = 20
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,12 @@ from django.utils import timezone
 
 from apps.compute import queue_estimates, scheduling
 from apps.compute.models import ComputeNode, Job
-from apps.compute.queue_estimates import QueueSnapshot, RunningJob, WaitEstimate
+from apps.compute.queue_estimates import (
+    RUN_TIME_HISTORY,
+    QueueSnapshot,
+    RunningJob,
+    WaitEstimate,
+)
 from apps.compute.selectors import (
     Viewer,
     fair_shares,
@@ -28,9 +33,6 @@ from apps.compute.selectors import (
     priority_weights,
     queued_jobs_with_benchmarks,
 )
-
-# How many of a benchmark's latest succeeded runs make its typical run time.
-RUN_TIME_HISTORY = 20
 
 
 def benchmark_run_times(benchmark_ids: Collection[int]) -> dict[int, timedelta]:
