@@ -294,3 +294,19 @@ def test_the_library_retries_a_throttled_request_after_backing_off(
             client.me()
     assert refused.value.status == 429 and refused.value.code == "throttled"
     assert "Request was throttled" in refused.value.message
+
+
+def test_a_file_over_the_nodes_limit_is_refused_with_its_message_and_not_retried(
+    rx, institution, settings, tmp_path
+):
+    settings.ARTIFACT_MAX_BYTES = 64 * 1024
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(200_000))
+    done = rx(
+        "models", "publish", str(folder), "--institution", "northbridge", "--model", "huge",
+        "--license", "MIT", RX_RETRIES="3",
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "(HTTP 413)" in done.stderr and "try 2 of" not in done.stderr, done.stderr
+    assert not ModelVersion.objects.exists()
