@@ -6,6 +6,7 @@ session, and are throttled like the REST API's reads."""
 
 import base64
 import binascii
+import math
 from collections.abc import Callable
 from functools import wraps
 from urllib.parse import urlencode
@@ -66,13 +67,10 @@ def hub_endpoint(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpRes
             drf_request.user = viewer
             wait = _throttle_wait(drf_request)
             if wait is not None:
-                response = _error(
-                    request,
-                    hub.HubError(
-                        429, "TooManyRequests", f"Too many requests: retry in {wait:.0f} s."
-                    ),
-                )
-                response["Retry-After"] = f"{wait:.0f}"
+                seconds = max(1, math.ceil(wait))
+                message = f"Too many requests: retry in {seconds} s."
+                response = _error(request, hub.HubError(429, "TooManyRequests", message))
+                response["Retry-After"] = str(seconds)
                 return response
             return view(request, viewer, **kwargs)
         except hub.HubError as error:
