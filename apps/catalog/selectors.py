@@ -27,6 +27,7 @@ from django.db.models import (
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 from django.shortcuts import get_object_or_404
+from django.urls import reverse
 
 from apps.accounts.models import Institution, Membership, User
 from apps.catalog.models import (
@@ -261,6 +262,18 @@ def comment_target_field(target: ResearchModel | Paper | Benchmark) -> str:
         Benchmark: "benchmark",
     }
     return fields[type(target)]
+
+
+def record_page_url(record: ResearchModel | Paper | Benchmark) -> str:
+    """The portal page of a discussed record (a path on this node)."""
+    if isinstance(record, ResearchModel):
+        return reverse(
+            "catalog:model-detail",
+            kwargs={"institution_slug": record.institution.slug, "slug": record.slug},
+        )
+    if isinstance(record, Paper):
+        return reverse("catalog:paper-detail", kwargs={"paper_id": record.pk})
+    return reverse("catalog:benchmark-detail", kwargs={"benchmark_id": record.pk})
 
 
 def comment_visible_list(*, user: Viewer) -> QuerySet[Comment]:

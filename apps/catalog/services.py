@@ -44,6 +44,8 @@ from apps.catalog.validators import (
     normalize_doi,
     normalize_spdx_license,
 )
+from apps.events import services as event_services
+from apps.events.models import EventType
 from worker.evaluators import evaluator_specs
 
 
@@ -752,8 +754,50 @@ def comment_create(
             raise ValidationError({"parent": "The comment you reply to is in another discussion."})
         if parent.removed_at is not None:
             raise ValidationError({"parent": "You cannot reply to a removed comment."})
-    return Comment.objects.create(
+    comment = Comment.objects.create(
         **{field: target}, parent=parent, author=user, body=_clean_body(body)
+    )
+    _comment_announce(comment=comment, target=target, field=field)
+    return comment
+
+
+COMMENT_EXCERPT_LENGTH = 200
+
+
+def _comment_announce(
+    *, comment: Comment, target: ResearchModel | Paper | Benchmark, field: str
+) -> None:
+    """Tells the record's creator, and for a reply the parent comment's author, never the
+    commenter, and only those who may still see the record. A mirrored record's creator is at
+    its origin node: nobody here is told."""
+    if target.origin_node:
+        return
+    candidates = [target.created_by, comment.parent.author if comment.parent else None]
+    audience = {
+        user.pk: user
+        for user in candidates
+        if user is not None
+        and user.pk != comment.author_id
+        and type(target).objects.filter(selectors.visible_to(user), pk=target.pk).exists()
+    }
+    title = str(target)
+    author = comment.author.display_name if comment.author else ""
+    excerpt = " ".join(comment.body.split())
+    if len(excerpt) > COMMENT_EXCERPT_LENGTH:
+        excerpt = excerpt[: COMMENT_EXCERPT_LENGTH - 1].rstrip() + "…"
+    event_services.event_emit(
+        type=EventType.COMMENT_CREATED,
+        summary=f"{author} commented on {title}",
+        data={
+            "record": {"type": field, "id": target.pk, "title": title},
+            "comment_id": comment.pk,
+            "parent_id": comment.parent_id,
+            "author": author,
+            "excerpt": excerpt,
+        },
+        users=audience.values(),
+        institution=target.institution,
+        url=f"{selectors.record_page_url(target)}#comment-{comment.pk}",
     )
 
 

@@ -10,7 +10,7 @@ from apps.accounts.models import Institution
 from apps.catalog.mirrors import Origin, mirrored, mirrored_version
 from apps.catalog.models import Benchmark
 from apps.evaluations.models import AttestationStatus, Result
-from apps.evaluations.services import result_isolation
+from apps.evaluations.services import result_announce, result_isolation
 
 
 @transaction.atomic
@@ -47,9 +47,11 @@ def result_mirror(
         "origin_url": origin.url,
         "origin_synced_at": origin.synced_at,
     }
-    result, _ = Result.objects.update_or_create(
+    result, created = Result.objects.update_or_create(
         origin_node=origin.node, origin_id=origin.id, defaults=fields
     )
+    if created:
+        result_announce(result=result)
     return result
 
 

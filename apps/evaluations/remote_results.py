@@ -10,7 +10,7 @@ from django.db import transaction
 from apps.accounts.models import Institution
 from apps.catalog.models import Benchmark, ModelVersion
 from apps.evaluations.models import Result
-from apps.evaluations.services import result_isolation
+from apps.evaluations.services import result_announce, result_isolation
 
 
 @transaction.atomic
@@ -34,7 +34,7 @@ def remote_result_record(
     reproduction_of: Result | None,
 ) -> Result:
     """Stores the result (the caller has checked it is not stored yet)."""
-    return Result.objects.create(
+    result = Result.objects.create(
         origin_node=node,
         origin_id=origin_id,
         origin_url=origin_url,
@@ -54,3 +54,5 @@ def remote_result_record(
         attestation_status=attestation_status,
         reproduction_of=reproduction_of,
     )
+    result_announce(result=result)
+    return result

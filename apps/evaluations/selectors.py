@@ -15,10 +15,10 @@ from typing import Any, NamedTuple
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db.models import Exists, OuterRef, Q, QuerySet
+from django.db.models import BooleanField, Exists, ExpressionWrapper, OuterRef, Q, QuerySet
 from django.http import Http404
 
-from apps.accounts.models import Institution
+from apps.accounts.models import Institution, User
 from apps.catalog import selectors as catalog_selectors
 from apps.catalog.models import Benchmark, Dataset
 from apps.compute import selectors as compute_selectors
@@ -32,6 +32,30 @@ def results_visible_to(user: Viewer) -> Q:
     return catalog_selectors.visible_to(user, "model_version__model__") & (
         catalog_selectors.visible_to(user, "benchmark__")
     )
+
+
+# Users whose view of one result is computed in one query.
+VIEWERS_PER_QUERY = 100
+
+
+def result_viewers(*, result: Result, users: Iterable[User]) -> list[User]:
+    """Those of `users` who may see `result`, by the very rule lists and pages apply
+    (`results_visible_to`), each user's rule a column of one query per VIEWERS_PER_QUERY."""
+    users = [user for user in users if user.is_active]
+    viewers = [user for user in users if user.is_staff]
+    others = [user for user in users if not user.is_staff]
+    for start in range(0, len(others), VIEWERS_PER_QUERY):
+        chunk = others[start : start + VIEWERS_PER_QUERY]
+        columns = {
+            f"sees_{user.pk}": ExpressionWrapper(
+                results_visible_to(user), output_field=BooleanField()
+            )
+            for user in chunk
+        }
+        sees = Result.objects.filter(pk=result.pk).annotate(**columns).values_list(*columns).first()
+        if sees is not None:
+            viewers += [user for user, seen in zip(chunk, sees, strict=True) if seen]
+    return viewers
 
 
 def result_list(*, user: Viewer) -> QuerySet[Result]:

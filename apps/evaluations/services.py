@@ -1,12 +1,18 @@
 """Writes of evaluation results. The compute pool calls `result_record` when a worker posts the
-metrics of an attempt; nothing else creates results."""
+metrics of an attempt; results of a peer's (mirrors.py, remote_results.py) are the only other
+ones, and every new result is announced to its benchmark's watchers (`result_announce`)."""
 
 from typing import Any
 
 from django.core.exceptions import ValidationError
+from django.urls import reverse
 
 from apps.compute.models import Job
+from apps.evaluations import selectors
 from apps.evaluations.models import Result
+from apps.events import selectors as event_selectors
+from apps.events import services as event_services
+from apps.events.models import EventType
 
 ISOLATION_LEVELS = ("full", "partial", "none")
 
@@ -53,7 +59,7 @@ def result_record(
                 "not trusted-only for this benchmark's institution."
             }
         )
-    return Result.objects.create(
+    result = Result.objects.create(
         job=job,
         attempt=attempt,
         model_version_id=job.model_version_id,
@@ -66,4 +72,31 @@ def result_record(
         gpu_seconds=job.gpu_seconds,
         started_at=job.started_at,
         finished_at=job.finished_at,
+    )
+    result_announce(result=result)
+    return result
+
+
+def result_announce(*, result: Result) -> None:
+    """Tells the benchmark's watchers who may see the result (a private model's result is
+    never announced to those who may not see that model) that it was published. Call it in the
+    transaction that stores the result."""
+    watchers = event_selectors.benchmark_watchers(benchmark_id=result.benchmark_id)
+    audience = selectors.result_viewers(result=result, users=watchers)
+    if not audience:
+        return
+    version = result.model_version
+    model = version.model
+    benchmark = result.benchmark
+    event_services.event_emit(
+        type=EventType.RESULT_PUBLISHED,
+        summary=f"New result on {benchmark.name}: {model.name} {version.label}",
+        data={
+            "result_id": result.pk,
+            "model": {"id": model.pk, "name": model.name, "version": version.label},
+            "benchmark": {"id": benchmark.pk, "name": benchmark.name},
+            "metrics": result.metrics,
+        },
+        users=audience,
+        url=reverse("evaluations:result-detail", kwargs={"result_id": result.pk}),
     )

@@ -2,18 +2,30 @@
 reports, with one notification per user who sees it in the portal; mail and webhooks go out from
 Celery once that transaction has committed."""
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection
 from django.db import transaction
+from django.http import Http404
+from django.shortcuts import get_object_or_404
 from django.urls import reverse
+from django.utils import timezone
 
 from apps.accounts.models import Institution, User
+from apps.catalog import selectors as catalog_selectors
+from apps.catalog.models import Benchmark
 from apps.events import webhooks
-from apps.events.models import Event, EventType, Notification, NotificationPreference
+from apps.events.models import (
+    BenchmarkWatch,
+    Event,
+    EventType,
+    Notification,
+    NotificationPreference,
+)
 
 # (portal, email) for a type without a preference row: mail for what people wait on, not for
 # what happens often.
@@ -118,3 +130,67 @@ def event_mail(*, event_id: int, user_ids: list[int]) -> int:
 def _message_id(event: Event, user: User) -> str:
     host = urlsplit(settings.FEDERATION_NODE_URL).hostname or "localhost"
     return f"<{event.public_id}.{user.pk}@{host}>"
+
+
+# Types only platform staff hear of: nobody else may choose channels for them.
+STAFF_ONLY_TYPES = frozenset({EventType.PEER_REQUESTED})
+
+
+def event_types_for(user: User) -> list[EventType]:
+    """The types of event `user` may hear of, in the order the portal lists them."""
+    return [kind for kind in EventType if user.is_staff or kind not in STAFF_ONLY_TYPES]
+
+
+def notification_mark_read(*, user: User, notification: Notification) -> Notification:
+    """Marks one of the user's own notifications read (another user's is not found)."""
+    if notification.user_id != user.pk:
+        raise Http404("No such notification.")
+    if notification.read_at is None:
+        notification.read_at = timezone.now()
+        Notification.objects.filter(pk=notification.pk, read_at__isnull=True).update(
+            read_at=notification.read_at
+        )
+    return notification
+
+
+def notifications_mark_all_read(*, user: User) -> int:
+    """Marks every unread notification of the user read; returns how many."""
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(
+        read_at=timezone.now()
+    )
+
+
+@transaction.atomic
+def notification_preferences_set(*, user: User, channels: Mapping[str, tuple[bool, bool]]) -> None:
+    """Sets (portal, email) for each type named; the others keep theirs. A choice equal to the
+    type's default keeps no row, so the user follows the default if it changes."""
+    allowed = set(event_types_for(user))
+    refused = sorted(kind for kind in channels if kind not in allowed)
+    if refused:
+        raise ValidationError({"event_type": f"Not an event type you can choose: {refused[0]}."})
+    for kind, (portal, email) in channels.items():
+        if (portal, email) == DEFAULT_CHANNELS[kind]:
+            NotificationPreference.objects.filter(user=user, event_type=kind).delete()
+        else:
+            NotificationPreference.objects.update_or_create(
+                user=user, event_type=kind, defaults={"portal": portal, "email": email}
+            )
+
+
+def visible_benchmark(*, user: User, benchmark_id: int) -> Benchmark:
+    """A benchmark the user may see; one they may not is not found, as one that does not exist."""
+    return get_object_or_404(
+        Benchmark.objects.filter(catalog_selectors.visible_to(user)), pk=benchmark_id
+    )
+
+
+def benchmark_watch(*, user: User, benchmark_id: int) -> BenchmarkWatch:
+    """Starts watching a benchmark the user may see; watching it again changes nothing."""
+    benchmark = visible_benchmark(user=user, benchmark_id=benchmark_id)
+    watch, _created = BenchmarkWatch.objects.get_or_create(user=user, benchmark=benchmark)
+    return watch
+
+
+def benchmark_unwatch(*, user: User, benchmark_id: int) -> None:
+    benchmark = visible_benchmark(user=user, benchmark_id=benchmark_id)
+    BenchmarkWatch.objects.filter(user=user, benchmark=benchmark).delete()
