@@ -1,12 +1,13 @@
 """REST endpoints for researchers' evaluations on a peer's GPUs: submit under a grant the peer
-made to their institution, follow (state, queue position, log tail, read live from the peer),
-cancel. The node-to-node side lives in protocol_views.py."""
+made to their institution, follow (state, queue position, the peer's estimated start and its
+reasons, log tail, read live from the peer), cancel. The node-to-node side lives in
+protocol_views.py."""
 
 from typing import Any
 
 from django.db import transaction
 from django.utils.decorators import method_decorator
-from drf_spectacular.utils import extend_schema, extend_schema_view
+from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import generics, permissions, serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -71,11 +72,46 @@ class RemoteJobDetailOutput(RemoteJobOutput):
         allow_null=True, help_text="The peer's signed usage record (a DSSE envelope)."
     )
 
+    queue_estimated_start = serializers.SerializerMethodField(
+        help_text="While the job waits in the peer's queue: when the peer estimates it starts "
+        "(null when the peer could not be asked or gave no estimate)."
+    )
+    queue_explanation = serializers.SerializerMethodField(
+        help_text="The peer's reasons for the wait, in words (null when it could not be asked "
+        "or the job does not wait)."
+    )
+
     class Meta(RemoteJobOutput.Meta):
-        fields = [*RemoteJobOutput.Meta.fields, "log_tail", "usage_record"]
+        fields = [
+            *RemoteJobOutput.Meta.fields,
+            "queue_estimated_start",
+            "queue_explanation",
+            "log_tail",
+            "usage_record",
+        ]
 
     def get_log_tail(self, remote_job: RemoteJob) -> str | None:
         return self.context.get("log_tail")
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_queue_estimated_start(self, remote_job: RemoteJob) -> str | None:
+        queue = self.context.get("queue") or {}
+        start = queue.get("queue_estimated_start")
+        return serializers.DateTimeField().to_representation(start) if start else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_queue_explanation(self, remote_job: RemoteJob) -> str | None:
+        queue = self.context.get("queue")
+        return (queue or {}).get("queue_explanation") or None
+
+
+class PeerQueueInput(serializers.Serializer):
+    """The estimate a peer adds to its status of a pending job (older peers send none)."""
+
+    queue_estimated_start = serializers.DateTimeField(allow_null=True, required=False, default=None)
+    queue_explanation = serializers.CharField(
+        max_length=2000, allow_blank=True, required=False, default=""
+    )
 
 
 class RemoteJobInput(StrictSerializer):
@@ -100,7 +136,12 @@ class RemoteJobCancelInput(StrictSerializer):
 
 def _detail(remote_job: RemoteJob, answer: dict[str, Any] | None) -> dict[str, Any]:
     log_tail = answer.get("log_tail") if isinstance(answer, dict) else None
-    return RemoteJobDetailOutput(remote_job, context={"log_tail": log_tail}).data
+    queue = None
+    if isinstance(answer, dict):
+        reading = PeerQueueInput(data=answer)
+        queue = reading.validated_data if reading.is_valid() else None
+    context = {"log_tail": log_tail, "queue": queue}
+    return RemoteJobDetailOutput(remote_job, context=context).data
 
 
 @method_decorator(transaction.non_atomic_requests, name="dispatch")

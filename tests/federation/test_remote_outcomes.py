@@ -16,7 +16,7 @@ from django.utils import timezone
 from apps.catalog import services as catalog_services
 from apps.compute.models import Allocation
 from apps.evaluations.models import Result
-from apps.federation import attestations, keys, remote_jobs
+from apps.federation import attestations, keys, remote_api, remote_jobs
 from apps.federation.contract import USAGE_PREDICATE_TYPE
 from apps.federation.models import Peer, PeerKey, RemoteJob
 from tests.catalog.conftest import store
@@ -308,3 +308,18 @@ def test_a_revoked_peering_ends_our_jobs_there(remote_job, django_capture_on_com
     assert remote_job.state == RemoteJob.State.FAILED and "revoked" in remote_job.reason
     # What the peer might still send is not taken: it is no longer asked, nor heard.
     assert not remote_job.is_active
+
+
+def test_a_researcher_reads_the_peers_estimate_for_a_job_waiting_there(remote_job):
+    start = timezone.now() + timedelta(minutes=20)
+    explanation = "Behind 2 jobs submitted earlier. Estimated start in ~20 min, ..."
+    waiting = remote_api._detail(
+        remote_job,
+        {"queue_estimated_start": start.isoformat(), "queue_explanation": explanation},
+    )
+    assert waiting["queue_estimated_start"] == start.isoformat().replace("+00:00", "Z")
+    assert waiting["queue_explanation"] == explanation
+    # A peer that gives no estimate, one that says nonsense, and one that could not be asked.
+    for answer in ({}, {"queue_estimated_start": "soon", "queue_explanation": "x"}, None):
+        body = remote_api._detail(remote_job, answer)
+        assert body["queue_estimated_start"] is None and body["queue_explanation"] is None
