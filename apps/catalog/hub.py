@@ -17,11 +17,12 @@ selectors decide, with the same visibility rules as everywhere else).
 
 import hashlib
 import re
+from collections import defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
-from django.db.models import Prefetch
 
 from apps.catalog.models import ModelFile, ModelVersion, Paper, ResearchModel, Visibility
 from apps.catalog.selectors import Viewer, model_list, visible_to
@@ -50,25 +51,23 @@ class HubRevision:
     model: ResearchModel
     version: ModelVersion
     commit: str
+    files: list[ModelFile]  # by file name
 
     @property
     def repo_id(self) -> str:
         return repo_id_of(self.model)
-
-    @property
-    def files(self) -> list[ModelFile]:
-        return list(self.version.files.all())
 
 
 def repo_id_of(model: ResearchModel) -> str:
     return f"{model.institution.slug}/{model.slug}"
 
 
-def version_commit(model: ResearchModel, version: ModelVersion, files: list[ModelFile]) -> str:
+def version_commit(model: ResearchModel, label: str, files: Iterable[tuple[str, str]]) -> str:
+    """The commit id of the version `label` of `model` holding `files`: (file name, sha256)."""
     node = model.origin_node or settings.FEDERATION_NODE_URL
     record = model.origin_id or str(model.pk)
-    lines = [COMMIT_SCHEME, f"model {node} {record}", f"version {version.label}"]
-    lines += [f"file {file.artifact.sha256} {file.filename}" for file in files]
+    lines = [COMMIT_SCHEME, f"model {node} {record}", f"version {label}"]
+    lines += [f"file {sha256} {filename}" for filename, sha256 in sorted(files)]
     return hashlib.sha1("\n".join(lines).encode()).hexdigest()  # noqa: S324 - an id, as in Git
 
 
@@ -86,39 +85,50 @@ def hub_model_get(*, user: Viewer, namespace: str, name: str) -> ResearchModel:
     return model
 
 
-def _published_versions(model: ResearchModel) -> list[ModelVersion]:
-    files = ModelFile.objects.select_related("artifact").order_by("filename")
-    return list(
-        ModelVersion.objects.filter(model=model, published_at__isnull=False)
-        .prefetch_related(Prefetch("files", queryset=files))
-        .order_by("-published_at", "-id")
+def _version_by_commit(
+    model: ResearchModel, versions: list[ModelVersion], commit: str
+) -> ModelVersion | None:
+    """Reads only the names and digests of the files: one light query whatever the versions."""
+    digests: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    rows = ModelFile.objects.filter(version__in=versions).values_list(
+        "version_id", "filename", "artifact__sha256"
     )
+    for version_id, filename, sha256 in rows:
+        digests[version_id].append((filename, sha256))
+    for version in versions:
+        if version_commit(model, version.label, digests[version.pk]) == commit:
+            return version
+    return None
 
 
 def hub_revision_get(*, user: Viewer, namespace: str, name: str, revision: str) -> HubRevision:
     """`main`, a published version's label, or a published version's commit id."""
     model = hub_model_get(user=user, namespace=namespace, name=name)
-    versions = _published_versions(model)
+    versions = list(
+        ModelVersion.objects.filter(model=model, published_at__isnull=False).order_by(
+            "-published_at", "-id"
+        )
+    )
     if not versions:
         raise HubError(404, "RevisionNotFound", f"{namespace}/{name} has no published version yet.")
-    chosen = None
     if revision == MAIN:
-        chosen = versions[0]
+        chosen: ModelVersion | None = versions[0]
     else:
         chosen = next((version for version in versions if version.label == revision), None)
-    if chosen is not None:
-        return HubRevision(model, chosen, version_commit(model, chosen, list(chosen.files.all())))
-    if COMMIT_ID.fullmatch(revision):
-        for version in versions:
-            commit = version_commit(model, version, list(version.files.all()))
-            if commit == revision:
-                return HubRevision(model, version, commit)
-    raise HubError(
-        404,
-        "RevisionNotFound",
-        f"Revision {revision!r} not found in {namespace}/{name}: ask for a published "
-        "version's label, its commit id, or main (the latest published version).",
+    if chosen is None and COMMIT_ID.fullmatch(revision):
+        chosen = _version_by_commit(model, versions, revision)
+    if chosen is None:
+        raise HubError(
+            404,
+            "RevisionNotFound",
+            f"Revision {revision!r} not found in {namespace}/{name}: ask for a published "
+            "version's label, its commit id, or main (the latest published version).",
+        )
+    files = list(chosen.files.select_related("artifact").order_by("filename"))
+    commit = version_commit(
+        model, chosen.label, [(file.filename, file.artifact.sha256) for file in files]
     )
+    return HubRevision(model, chosen, commit, files)
 
 
 def hub_file_get(*, revision: HubRevision, filename: str) -> ModelFile:
