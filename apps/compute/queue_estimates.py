@@ -248,7 +248,7 @@ def _no_node_words(job: QueuedJob) -> str:
 
 
 @dataclass(frozen=True)
-class _Facts:
+class WaitFacts:
     """What the explanation of one job is made of."""
 
     job: QueuedJob
@@ -262,7 +262,7 @@ class _Facts:
     overtaken: int  # jobs ahead it starts before (backfill)
 
 
-def explain(facts: _Facts, *, now: datetime) -> str:
+def explain(facts: WaitFacts, *, now: datetime) -> str:
     """The estimate in words: how many jobs are ahead and why, what the job waits for, and when
     it is estimated to start. Counts and reasons only: nothing of the jobs ahead themselves."""
     job = facts.job
@@ -288,7 +288,7 @@ def explain(facts: _Facts, *, now: datetime) -> str:
             f"{approximately(facts.free_at - now)}."
         )
     elif facts.start is not None and facts.start > now:
-        words.append(f"A node with {need_words(job)} is free now, but jobs ahead take it first.")
+        words.append(f"A node with {need_words(job)} is free now, but it goes to jobs ahead first.")
     if facts.overtaken:
         words.append(
             f"It may start before {facts.overtaken} of the jobs ahead, in a gap they leave "
@@ -353,7 +353,7 @@ def estimate(
                 for place, other in enumerate(head[: position - 1])
                 if online[place] and (other.id not in starts or starts[other.id] > start)
             )
-        facts = _Facts(
+        facts = WaitFacts(
             job=job,
             position=position,
             ahead=counts,

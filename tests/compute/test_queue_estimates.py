@@ -93,6 +93,12 @@ class TestEstimator:
         assert estimates[1].estimated_start == NOW + timedelta(minutes=30)
         assert estimates[1].explanation.startswith("Behind 1 job submitted earlier.")
 
+    def test_a_free_device_that_a_job_ahead_takes_is_said_to_go_to_it(self):
+        estimates = queue_estimates.estimate(snapshot([queued(1), queued(2)], [gpu_node(1)]))
+        assert estimates[2].estimated_start == NOW
+        assert estimates[1].estimated_start == NOW + timedelta(minutes=60)
+        assert "is free now, but it goes to jobs ahead first." in estimates[1].explanation
+
     def test_a_job_that_fits_now_is_estimated_to_start_now(self):
         wait = queue_estimates.estimate(snapshot([queued(1)], [gpu_node(1)]))[1]
         assert wait.estimated_start == NOW
