@@ -208,6 +208,20 @@ def webhook_endpoint_update(
 
 
 @transaction.atomic
+def webhook_private_addresses_set(
+    *, user: User, endpoint: WebhookEndpoint, allow: bool
+) -> WebhookEndpoint:
+    """Staff let an endpoint reach private networks (a development setup) or stop it."""
+    if not user.is_staff:
+        raise PermissionDenied("Only platform staff may allow private addresses.")
+    WebhookEndpoint.objects.filter(pk=endpoint.pk).update(
+        allow_private_addresses=allow, updated_at=timezone.now()
+    )
+    endpoint.refresh_from_db()
+    return endpoint
+
+
+@transaction.atomic
 def webhook_endpoint_delete(*, user: User, endpoint: WebhookEndpoint) -> None:
     webhook_require_owner(user=user, endpoint=endpoint)
     endpoint.delete()

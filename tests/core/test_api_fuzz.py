@@ -31,6 +31,7 @@ from schemathesis.specs.openapi.checks import (
 from apps.catalog import services as catalog_services
 from apps.catalog.models import Visibility
 from apps.compute import services as compute_services
+from apps.events import webhooks
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
 from tests.factories import api_token_for, isolated
@@ -111,6 +112,7 @@ def fuzz_world(artifact_dir, institution, other_institution, member, institution
         for benchmark in benchmarks
     ]
     compute_services.jobs_dispatch()
+    endpoint = webhooks.webhook_endpoint_create(user=member, url="https://93.184.215.14/hooks/fuzz")
     return {
         "node_secret": node_secret,
         "path": {
@@ -127,6 +129,7 @@ def fuzz_world(artifact_dir, institution, other_institution, member, institution
             "job_id": [job.pk for job in jobs],
             "slug": [institution.slug, other_institution.slug],
             "username": [member.username],
+            "endpoint_id": [endpoint.pk],
         },
     }
 

@@ -40,6 +40,8 @@ from apps.compute import selectors as compute_selectors
 from apps.compute import services as compute_services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
+from apps.events import webhooks
+from apps.events.models import WebhookDelivery, WebhookEndpoint
 from apps.federation.models import Peer, RemoteJob
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
@@ -340,6 +342,21 @@ class World:
     def remote_job_id(self) -> int:
         return self.remote_job.pk
 
+    endpoint_secret: str
+
+    @cached_property
+    def endpoint(self) -> WebhookEndpoint:
+        """The member's personal webhook endpoint: only the member sees or manages it."""
+        endpoint = webhooks.webhook_endpoint_create(
+            user=self.users["member"], url="https://93.184.215.14/hooks/member"
+        )
+        self.endpoint_secret = endpoint.secret
+        return endpoint
+
+    @cached_property
+    def endpoint_id(self) -> int:
+        return self.endpoint.pk
+
     @cached_property
     def leaderboard_benchmark_id(self) -> int:
         """The benchmark, once it has a result to rank."""
@@ -628,6 +645,31 @@ TABLE: dict[tuple[str, str], Entry] = {
     ("GET", "/api/v1/benchmarks/{benchmark_id}/leaderboard/"): Entry(
         outcomes(404, 404, 200, 200, 200), path={"benchmark_id": "leaderboard_benchmark_id"}
     ),
+    ("GET", "/api/v1/webhooks/"): Entry(signed_in(200)),
+    ("POST", "/api/v1/webhooks/"): Entry(
+        signed_in(201),
+        body=lambda w: {"url": "https://93.184.215.14/hooks/new"},
+        took_effect=lambda w: WebhookEndpoint.objects.filter(url__endswith="/new").exists(),
+    ),
+    ("GET", "/api/v1/webhooks/{endpoint_id}/"): Entry(outcomes(401, 404, 200, 404, 404)),
+    ("PATCH", "/api/v1/webhooks/{endpoint_id}/"): Entry(
+        outcomes(401, 404, 200, 404, 404),
+        body=lambda w: {"description": "Edited"},
+        took_effect=lambda w: _refreshed(w.endpoint).description == "Edited",
+    ),
+    ("DELETE", "/api/v1/webhooks/{endpoint_id}/"): Entry(
+        outcomes(401, 404, 204, 404, 404),
+        took_effect=lambda w: not WebhookEndpoint.objects.filter(pk=w.endpoint_id).exists(),
+    ),
+    ("POST", "/api/v1/webhooks/{endpoint_id}/rotate-secret/"): Entry(
+        outcomes(401, 404, 200, 404, 404),
+        took_effect=lambda w: _refreshed(w.endpoint).secret != w.endpoint_secret,
+    ),
+    ("POST", "/api/v1/webhooks/{endpoint_id}/test/"): Entry(
+        outcomes(401, 404, 202, 404, 404),
+        took_effect=lambda w: WebhookDelivery.objects.filter(endpoint=w.endpoint).exists(),
+    ),
+    ("GET", "/api/v1/webhooks/{endpoint_id}/deliveries/"): Entry(outcomes(401, 404, 200, 404, 404)),
     ("GET", "/api/v1/evaluators/"): Entry(everyone(200)),
     ("GET", "/api/v1/discussions/"): Entry(everyone(200), lists=lambda w: w.comment_id),
     ("POST", "/api/v1/discussions/"): Entry(

@@ -6,6 +6,7 @@ import itertools
 from datetime import timedelta
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
@@ -465,3 +466,30 @@ class TestApi:
         assert client_as("member").delete(f"/api/v1/webhooks/{endpoint.pk}/").status_code == 204
 
         assert not WebhookEndpoint.objects.exists() and not WebhookDelivery.objects.exists()
+
+
+class TestAdmin:
+    def test_staff_let_an_endpoint_reach_private_addresses_from_the_admin(
+        self, client, member, staff
+    ):
+        endpoint = webhooks.webhook_endpoint_create(user=member, url=PUBLIC_URL)
+        staff.is_superuser = True
+        staff.save()
+        client.force_login(staff)
+
+        response = client.post(
+            "/admin/events/webhookendpoint/",
+            {"action": "allow_private_addresses", "_selected_action": [endpoint.pk]},
+        )
+
+        assert response.status_code == 302
+        endpoint.refresh_from_db()
+        assert endpoint.allow_private_addresses
+        page = client.get(f"/admin/events/webhookendpoint/{endpoint.pk}/change/")
+        assert page.status_code == 200 and endpoint.secret not in page.content.decode()
+
+    def test_the_service_refuses_anyone_but_staff(self, member):
+        endpoint = webhooks.webhook_endpoint_create(user=member, url=PUBLIC_URL)
+
+        with pytest.raises(PermissionDenied):
+            webhooks.webhook_private_addresses_set(user=member, endpoint=endpoint, allow=True)
