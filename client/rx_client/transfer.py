@@ -143,7 +143,7 @@ def publish_folder(
                 f"there is no model {institution}/{model} yet: give its license (an SPDX id, "
                 "e.g. --license MIT) to create it"
             )
-        client.model_create(
+        found = client.model_create(
             institution=institution,
             slug=model,
             name=name or model,
@@ -151,9 +151,6 @@ def publish_folder(
             visibility=visibility,
             summary=summary,
         )
-        found = client.model_find(institution, model)
-        if found is None:
-            raise RxError(f"the model {institution}/{model} was created but cannot be read back")
         notify(f"created model {institution}/{model}")
     existing = next((v for v in found.get("versions", []) if v["label"] == label), None)
 
@@ -169,7 +166,7 @@ def publish_folder(
         item["filename"]: item["artifact"]["sha256"] for item in (existing or {}).get("files", [])
     }
     if existing is not None:
-        different = sorted(name for name in held if digests.get(name) != held[name])
+        different = sorted(name for name in held if name in digests and digests[name] != held[name])
         if existing["is_published"]:
             if different or set(held) != set(digests):
                 raise RxError(
@@ -184,6 +181,11 @@ def publish_folder(
             raise RxError(
                 f"the draft version {label} of {institution}/{model} holds other files named "
                 f"{', '.join(different)}; publish these as a new version (--version)"
+            )
+        if extra := sorted(set(held) - set(digests)):
+            raise RxError(
+                f"the draft version {label} of {institution}/{model} also holds "
+                f"{', '.join(extra)}, which {folder} does not; publish as a new version (--version)"
             )
 
     report = PublishReport(found, existing or {}, created)

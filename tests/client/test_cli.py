@@ -310,3 +310,33 @@ def test_a_file_over_the_nodes_limit_is_refused_with_its_message_and_not_retried
     assert done.returncode == 2
     assert "(HTTP 413)" in done.stderr and "try 2 of" not in done.stderr, done.stderr
     assert not ModelVersion.objects.exists()
+
+
+def test_publish_again_finishes_a_draft_that_an_interrupted_run_left(
+    rx, live_server, member_token, institution, tmp_path
+):
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(safetensors_bytes(20))
+    (folder / "NOTES.md").write_text("notes\n")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    # What a run cut off after its first upload leaves: the model and a draft with one file.
+    with Client(live_server.url, member_token) as client:
+        model = client.model_create(
+            institution="northbridge", slug="draft", name="Draft", license="MIT"
+        )
+        client.artifact_upload(weights, sha256=digest)
+        client.version_create(
+            model["id"], label="1.0", files=[{"filename": weights.name, "sha256": digest}]
+        )
+
+    done = rx("models", "publish", str(folder), "--institution", "northbridge", "--model", "draft")
+    assert done.returncode == 0, done.stderr
+    assert "NOTES.md: uploaded" in done.stderr and "model.safetensors" not in done.stderr
+    version = ModelVersion.objects.get(model__slug="draft")
+    assert version.is_published
+    assert sorted(version.files.values_list("filename", flat=True)) == [
+        "NOTES.md",
+        "model.safetensors",
+    ]
