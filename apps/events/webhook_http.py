@@ -117,6 +117,7 @@ def post(*, url: str, body: bytes, headers: dict[str, str], allow_private: bool)
             ),
             allow_redirects=False,
             stream=True,
+            verify=settings.WEBHOOK_CA_BUNDLE or True,
         )
     except requests.Timeout:
         return answer(error="The receiver did not answer in time.")

@@ -2,6 +2,7 @@
 `standardwebhooks` package (the reference implementation), as an integrator would, and keeps
 what came: the raw body, the headers, whether the signature held."""
 
+import ssl
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -35,8 +36,10 @@ class Receiver:
     received: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    base: str = "http://127.0.0.1"
+
     def url(self, name: str) -> str:
-        return f"http://127.0.0.1:{self.port}/hooks/{name}"
+        return f"{self.base}:{self.port}/hooks/{name}"
 
     def expect(self, name: str, secret: str, answers: list[int] | None = None) -> str:
         with self.lock:
@@ -74,7 +77,8 @@ class Receiver:
         return status
 
 
-def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
+def start_receiver(tls: ssl.SSLContext | None = None) -> tuple[Receiver, ThreadingHTTPServer]:
+    """The receiver in a thread; with `tls`, it speaks https."""
     receiver = Receiver()
 
     class Handler(BaseHTTPRequestHandler):
@@ -92,6 +96,8 @@ def start_receiver() -> tuple[Receiver, ThreadingHTTPServer]:
             pass
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     receiver.port = server.server_address[1]
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return receiver, server

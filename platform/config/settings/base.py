@@ -344,6 +344,9 @@ WEBHOOK_RETRY_MAX_SECONDS = env.float("WEBHOOK_RETRY_MAX_SECONDS", default=6 * 6
 WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=8)
 WEBHOOK_DISABLE_AFTER_FAILURES = env.int("WEBHOOK_DISABLE_AFTER_FAILURES", default=20)
 WEBHOOK_SWEEP_SECONDS = env.int("WEBHOOK_SWEEP_SECONDS", default=10)
+# Certificates of https receivers are checked against this CA bundle (a file), or the usual
+# public CAs when empty.
+WEBHOOK_CA_BUNDLE = env.str("WEBHOOK_CA_BUNDLE", default="")
 CELERY_BEAT_SCHEDULE["deliver-webhooks"] = {
     "task": "apps.events.tasks.webhooks_deliver_due_task",
     "schedule": WEBHOOK_SWEEP_SECONDS,
