@@ -33,16 +33,19 @@ class Rx:
             timeout=timeout,
         )
 
-    def popen(self, *args: str, **env: str) -> subprocess.Popen:
-        return subprocess.Popen(
-            [sys.executable, "-m", "rx_client", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=self.home,
-            env={**self.env, **env},
-        )
+    def popen(self, *args: str, **env: str) -> tuple[subprocess.Popen, Path, Path]:
+        """Starts `rx ARGS` in the background: (process, its stdout file, its stderr file)."""
+        stdout, stderr = self.home / "rx.stdout", self.home / "rx.stderr"
+        with stdout.open("w") as out, stderr.open("w") as err:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "rx_client", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=self.home,
+                env={**self.env, **env},
+            )
+        return process, stdout, stderr
 
 
 def user_environment(home: Path) -> dict[str, str]:

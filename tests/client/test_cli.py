@@ -234,25 +234,24 @@ def test_ctrl_c_while_waiting_leaves_the_job_queued_and_says_how_to_follow_it(
     args = ["--institution", "northbridge", "--model", "waiting", "--license", "MIT"]
     assert rx("models", "publish", str(folder), *args).returncode == 0
 
-    process = rx.popen(
+    process, stdout_file, stderr_file = rx.popen(
         "eval", "submit", "--model-version", "northbridge/waiting@1.0",
         "--benchmark", str(benchmark.pk), "--wait", "--poll", "0.3",
     )  # fmt: skip
     try:
-        assert wait_for(lambda: Job.objects.exists(), timeout=30)
-        job = Job.objects.get()
-        time.sleep(1.5)  # a few polls
+        assert wait_for(lambda: "in the queue" in stderr_file.read_text(), timeout=60)
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=30)
+        process.wait(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
+    stdout, stderr = stdout_file.read_text(), stderr_file.read_text()
+    job = Job.objects.get()
     assert process.returncode == 130, stderr
     assert f"Submitted job {job.pk}: waiting 1.0 on {benchmark.name}" in stdout
     assert f"job {job.pk}: pending" in stderr
     assert f"Follow it again with: rx eval wait {job.pk}" in stderr
     job.refresh_from_db()
-
     # Nothing dispatches here: the job waits at the head of the queue.
     assert job.state == Job.State.PENDING
     assert f"job {job.pk}: position 1 of 1 in the queue" in stderr
