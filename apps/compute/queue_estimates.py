@@ -9,7 +9,7 @@ typical run time, capped by the job's time limit; the time limit where there is 
 where the dispatcher, which cannot know better, reserves by the time limit. The order is the
 one of the instant of the estimate: fair shares that move as jobs end are not foreseen.
 
-selectors.job_queue_estimates feeds it the queue and the pool; the scheduling simulation in
+queue_selectors.queue_snapshot feeds it the queue and the pool; the scheduling simulation in
 bench/queue_estimates.py feeds it its synthetic trace, to measure how far off it is.
 """
 
