@@ -11,6 +11,7 @@ api_v1 = [
     path("", include("apps.catalog.api_urls")),
     path("", include("apps.compute.api_urls")),
     path("", include("apps.evaluations.api_urls")),
+    path("", include("apps.events.api_urls")),
     path("", include("apps.events.webhook_api_urls")),
     path("", include("apps.federation.api_urls")),
 ]
@@ -21,6 +22,7 @@ urlpatterns = [
     path("", include("apps.catalog.urls")),
     path("", include("apps.compute.urls")),
     path("", include("apps.evaluations.urls")),
+    path("", include("apps.events.urls")),
     path("", include("apps.events.webhook_urls")),
     path("", include("apps.federation.urls")),
     path("", include("apps.federation.protocol_urls")),

@@ -40,8 +40,16 @@ from apps.compute import selectors as compute_selectors
 from apps.compute import services as compute_services
 from apps.compute.models import Allocation, ComputeNode, ComputeRequest, Job
 from apps.evaluations.models import Result
+from apps.events import services as event_services
 from apps.events import webhooks
-from apps.events.models import WebhookDelivery, WebhookEndpoint
+from apps.events.models import (
+    BenchmarkWatch,
+    EventType,
+    Notification,
+    NotificationPreference,
+    WebhookDelivery,
+    WebhookEndpoint,
+)
 from apps.federation.models import Peer, RemoteJob
 from tests.catalog.conftest import store
 from tests.catalog.samples import safetensors_bytes
@@ -342,6 +350,28 @@ class World:
     def remote_job_id(self) -> int:
         return self.remote_job.pk
 
+    @cached_property
+    def notification(self) -> Notification:
+        """The member's notification: nobody else reads or marks it, staff included."""
+        return _notify(self.users["member"])
+
+    @cached_property
+    def notification_id(self) -> int:
+        return self.notification.pk
+
+    @cached_property
+    def own_notification(self) -> Notification:
+        """An unread notification of the actor's own (the member's for anonymous)."""
+        return _notify(self.user or self.users["member"])
+
+    @cached_property
+    def watch(self) -> BenchmarkWatch:
+        """The actor's watch of the benchmark (the member's for anonymous), as if made while
+        the actor could see it."""
+        return BenchmarkWatch.objects.create(
+            user=self.user or self.users["member"], benchmark=self.benchmark
+        )
+
     endpoint_secret: str
 
     @cached_property
@@ -361,6 +391,13 @@ class World:
     def leaderboard_benchmark_id(self) -> int:
         """The benchmark, once it has a result to rank."""
         return self.result.job.benchmark_id
+
+
+def _notify(user: User) -> Notification:
+    event = event_services.event_emit(
+        type=EventType.JOB_SUCCEEDED, summary="An evaluation succeeded", data={}, users=[user]
+    )
+    return event.notifications.get()
 
 
 def everyone(status: Status) -> dict[str, Status]:
@@ -644,6 +681,37 @@ TABLE: dict[tuple[str, str], Entry] = {
     ),
     ("GET", "/api/v1/benchmarks/{benchmark_id}/leaderboard/"): Entry(
         outcomes(404, 404, 200, 200, 200), path={"benchmark_id": "leaderboard_benchmark_id"}
+    ),
+    ("GET", "/api/v1/benchmarks/{benchmark_id}/watch/"): Entry(outcomes(401, 404, 200, 200, 200)),
+    ("POST", "/api/v1/benchmarks/{benchmark_id}/watch/"): Entry(
+        outcomes(401, 404, 200, 200, 200),
+        took_effect=lambda w: BenchmarkWatch.objects.filter(benchmark=w.benchmark).exists(),
+    ),
+    ("DELETE", "/api/v1/benchmarks/{benchmark_id}/watch/"): Entry(
+        outcomes(401, 404, 200, 200, 200),
+        took_effect=lambda w: not BenchmarkWatch.objects.filter(pk=w.watch.pk).exists(),
+        needs=("watch",),
+    ),
+    ("GET", "/api/v1/notifications/"): Entry(signed_in(200)),
+    ("GET", "/api/v1/notifications/unread-count/"): Entry(signed_in(200)),
+    ("POST", "/api/v1/notifications/read-all/"): Entry(
+        signed_in(200),
+        took_effect=lambda w: _refreshed(w.own_notification).read_at is not None,
+        needs=("own_notification",),
+    ),
+    ("POST", "/api/v1/notifications/{notification_id}/read/"): Entry(
+        outcomes(401, 404, 200, 404, 404),
+        took_effect=lambda w: _refreshed(w.notification).read_at is not None,
+    ),
+    ("GET", "/api/v1/notifications/preferences/"): Entry(signed_in(200)),
+    ("PUT", "/api/v1/notifications/preferences/"): Entry(
+        signed_in(200),
+        body=lambda w: {
+            "preferences": [{"event_type": "comment.created", "portal": True, "email": True}]
+        },
+        took_effect=lambda w: NotificationPreference.objects.filter(
+            event_type="comment.created", email=True
+        ).exists(),
     ),
     ("GET", "/api/v1/webhooks/"): Entry(signed_in(200)),
     ("POST", "/api/v1/webhooks/"): Entry(

@@ -70,6 +70,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "apps.portal.context_processors.node",
+                "apps.events.context_processors.notifications",
             ],
         },
     },
@@ -185,6 +186,7 @@ SPECTACULAR_SETTINGS = {
         "RemoteJobState": "apps.federation.models.RemoteJob.State",
         "WorkerEndState": [("failed", "Failed"), ("timed_out", "Timed out")],
         "WebhookDeliveryState": "apps.events.models.WebhookDelivery.State",
+        "EventType": "apps.events.models.EventType",
     },
     "TITLE": "Research Exchange API",
     "DESCRIPTION": (
