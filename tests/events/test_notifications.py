@@ -4,9 +4,12 @@ the events that comments and results raise: through the API, the portal and the 
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
 
+from apps.catalog import mirrors
 from apps.catalog import services as catalog_services
 from apps.catalog.models import ResearchModel, Visibility
+from apps.evaluations.mirrors import result_mirror
 from apps.events import services as event_services
 from apps.events.models import BenchmarkWatch, Event, EventType, Notification
 from tests.factories import MembershipFactory, UserFactory
@@ -459,6 +462,48 @@ class TestResults:
         post_result(member, make_model_version(member, institution), benchmark, METRICS)
 
         assert not Notification.objects.filter(event__type=EventType.RESULT_PUBLISHED).exists()
+
+
+def test_a_result_mirrored_from_a_peer_is_announced_once_to_the_watchers(outsider):
+    peer = "https://peer.example.org"
+    now = timezone.now()
+
+    def origin(id: str) -> mirrors.Origin:
+        return mirrors.Origin(node=peer, id=id, url=f"{peer}/{id}", synced_at=now)
+
+    mirrors.institution_mirror(
+        origin=origin("1"), fields={"name": "Lakeshore", "slug": "lakeshore", "country": "CA"}
+    )
+    mirrors.dataset_mirror(
+        origin=origin("2"), institution="1", fields={"name": "Digits", "slug": "digits",
+        "license": "MIT"}, tags=[], files=[],
+    )  # fmt: skip
+    benchmark = mirrors.benchmark_mirror(
+        origin=origin("3"), institution="1", dataset="2", tags=[],
+        fields={"name": "Peer digits", "slug": "peer-digits", "task_type": "classification",
+                "evaluator": "smoke", "metrics": [{"name": "accuracy", "higher_is_better": True}]},
+    )  # fmt: skip
+    mirrors.model_mirror(
+        origin=origin("4"), institution="1", tags=[], papers=[], benchmarks=[],
+        fields={"name": "Peer net", "slug": "peer-net", "license": "MIT", "task": ""},
+        versions=[mirrors.MirroredVersion("1.0", "", now, [])],
+    )  # fmt: skip
+    event_services.benchmark_watch(user=outsider, benchmark_id=benchmark.pk)
+
+    def sync():
+        return result_mirror(
+            origin=origin("5"), model="4", version="1.0", benchmark="3", institution="1",
+            metrics={"accuracy": 0.9}, provenance={}, gpu_seconds=1.0, started_at=now,
+            finished_at=now,
+        )  # fmt: skip
+
+    result = sync()
+    sync()  # the next sync updates the same result: nobody is told twice
+
+    assert summaries(outsider, EventType.RESULT_PUBLISHED) == [
+        "New result on Peer digits: Peer net 1.0"
+    ]
+    assert Event.objects.get(type=EventType.RESULT_PUBLISHED).url == f"/results/{result.pk}/"
 
 
 class TestMail:
