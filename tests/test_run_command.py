@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from huggingface_hub import HfApi, hf_hub_download
 
 from tests.conftest import wait_for
 
@@ -102,7 +103,7 @@ def sign_in(base_url: str, username: str, password: str):
     return opener
 
 
-def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
+def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform, tmp_path):
     process, base_url, log_path, env = running_platform
     cookie_jar = http.cookiejar.CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookie_jar))
@@ -182,6 +183,28 @@ def test_run_command_serves_the_demo_and_stops_on_ctrl_c(running_platform):
     )
     status, page = get(researcher, job_url)
     assert "Succeeded" in page and "files" in page
+
+    # The researcher is told in the portal (the bell) that the job ended.
+    def told() -> list[dict]:
+        status, body = get(researcher, f"{base_url}/api/v1/notifications/?unread=true")
+        return json.loads(body)["results"] if status == 200 else []
+
+    assert wait_for(
+        lambda: any(
+            item["type"] == "job.succeeded" and item["url"] == f"/compute/jobs/{job_id}/"
+            for item in told()
+        ),
+        timeout=30,
+    ), told()
+
+    # The Hugging Face client reads the node's public models, as the run command's output says.
+    assert f"HF_ENDPOINT={base_url}" in log_path.read_text()
+    hub_repo = "lakeshore-nlp/tiny-gpt2-random"
+    info = HfApi(endpoint=base_url).model_info(hub_repo)
+    files = {sibling.rfilename for sibling in info.siblings or []}
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= files, files
+    config = hf_hub_download(hub_repo, "config.json", endpoint=base_url, cache_dir=tmp_path / "hf")
+    assert json.loads(Path(config).read_text())["model_type"] == "gpt2"
 
     # The second node is peered with the first; each mirrors the other's public records.
     peer_url = f"http://127.0.0.1:{env['PEER_WEB_PORT']}"

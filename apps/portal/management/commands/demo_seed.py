@@ -118,6 +118,16 @@ class Command(BaseCommand):
         self.stdout.write(
             f"  Local worker: node '{DEMO_NODE}' of lakeshore-nlp, settings in {worker_env}"
         )
+        self.stdout.write(
+            "  Hugging Face clients read this node's public models, e.g.:\n"
+            f'    HF_ENDPOINT={web_url} .venv/bin/python -c "from transformers import pipeline; '
+            "print(pipeline('text-generation', 'lakeshore-nlp/tiny-gpt2-random')"
+            "('The sun', max_new_tokens=5))\""
+        )
+        self.stdout.write(
+            f"  Command line: .venv/bin/rx login --url {web_url}  (a personal API token from "
+            f"{web_url}/account/tokens/), then .venv/bin/rx --help"
+        )
         if isolation_note:
             self.stdout.write(self.style.WARNING(isolation_note))
 
