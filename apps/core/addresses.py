@@ -15,9 +15,15 @@ class AddressRefused(ValueError):
 
 def address_kind(ip: IPAddress) -> str | None:
     """What makes an address non-public ("a loopback address", ...), or None for a public one."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        # ::ffff:127.0.0.1 reaches 127.0.0.1.
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.is_site_local:
+            # fec0::/10: deprecated, but still routed inside some networks.
+            return "a site-local address"
+        # ::ffff:127.0.0.1 reaches 127.0.0.1, and 6to4's 2002:a00:1:: reaches 10.0.0.1
+        # through a relay: the IPv4 address inside decides.
+        embedded = ip.ipv4_mapped or ip.sixtofour
+        if embedded is not None:
+            ip = embedded
     kinds = (
         (ip.is_unspecified, "an unspecified address"),
         (ip.is_loopback, "a loopback address"),

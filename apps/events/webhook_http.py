@@ -1,6 +1,11 @@
 """The one way a webhook leaves the node: a signed POST (Standard Webhooks) to an address
 checked once and then connected to, with timeouts, no redirects and a bounded read.
 
+The whole attempt, from connecting to the last byte of the answer, takes at most the connect
+and read time-outs together: a receiver that dribbles its answer a byte at a time has its
+connection shut at that deadline, so it never holds a worker (or outlives the delivery's
+claim, which would let the sweep send it again).
+
 The host is resolved once and every address it has must be public (unless the endpoint allows
 private ones); the connection goes to the first of those addresses, with the URL's host in the
 Host header and, for https, in the TLS server name and certificate check. A name that resolves
@@ -8,8 +13,11 @@ elsewhere between the check and the connection is never reached.
 """
 
 import base64
+import contextlib
 import hashlib
 import hmac
+import socket
+import threading
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +26,8 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from apps.core import addresses
 
@@ -47,17 +57,74 @@ class Answer:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-class _PinnedTLSAdapter(HTTPAdapter):
-    """https to an address: the certificate is still checked for the URL's host name."""
+class _Deadline:
+    """Shuts every socket of one attempt once its time is up: a blocked read then returns at
+    once, however slowly the receiver sends."""
 
-    def __init__(self, hostname: str) -> None:
+    def __init__(self, seconds: float) -> None:
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def track(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:
+                _shut(sock)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # already closed
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _DeadlineAdapter(HTTPAdapter):
+    """Every connection it opens is shut at the deadline; for https to an address, the
+    certificate is still checked for the URL's host name."""
+
+    def __init__(self, deadline: _Deadline, hostname: str = "") -> None:
+        self._deadline = deadline
         self._hostname = hostname
         super().__init__(max_retries=0)
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        kwargs["server_hostname"] = self._hostname
-        kwargs["assert_hostname"] = self._hostname
+        if self._hostname:
+            kwargs["server_hostname"] = self._hostname
+            kwargs["assert_hostname"] = self._hostname
         super().init_poolmanager(*args, **kwargs)
+        deadline = self._deadline
+
+        class Plain(HTTPConnection):
+            def _new_conn(self) -> socket.socket:
+                sock = super()._new_conn()
+                deadline.track(sock)
+                return sock
+
+        class Secure(HTTPSConnection):
+            def _new_conn(self) -> socket.socket:
+                sock = super()._new_conn()
+                deadline.track(sock)
+                return sock
+
+        class PlainPool(HTTPConnectionPool):
+            ConnectionCls = Plain
+
+        class SecurePool(HTTPSConnectionPool):
+            ConnectionCls = Secure
+
+        self.poolmanager.pool_classes_by_scheme = {"http": PlainPool, "https": SecurePool}
 
 
 def url_problem(url: str) -> str | None:
@@ -104,8 +171,12 @@ def post(*, url: str, body: bytes, headers: dict[str, str], allow_private: bool)
     host_header = parts.netloc.rsplit("@", 1)[-1]
     session = requests.Session()
     session.trust_env = False  # a proxy from the environment would resolve the name again
-    if parts.scheme == "https":
-        session.mount("https://", _PinnedTLSAdapter(parts.hostname or ""))
+    deadline = _Deadline(
+        settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS + settings.WEBHOOK_READ_TIMEOUT_SECONDS
+    )
+    session.mount("http://", _DeadlineAdapter(deadline))
+    session.mount("https://", _DeadlineAdapter(deadline, parts.hostname or ""))
+    late = "The receiver did not finish answering in time."
     try:
         response = session.post(
             target,
@@ -120,10 +191,16 @@ def post(*, url: str, body: bytes, headers: dict[str, str], allow_private: bool)
             verify=settings.WEBHOOK_CA_BUNDLE or True,
         )
     except requests.Timeout:
+        deadline.cancel()
+        session.close()
         return answer(error="The receiver did not answer in time.")
-    except requests.ConnectionError as error:
-        return answer(error=f"Could not connect: {_reason(error)}")
     except requests.RequestException as error:
+        deadline.cancel()
+        session.close()
+        if deadline.expired:
+            return answer(error=late)
+        if isinstance(error, requests.ConnectionError):
+            return answer(error=f"Could not connect: {_reason(error)}")
         return answer(error=f"The request failed: {_reason(error)}")
     try:
         received = bytearray()
@@ -132,10 +209,17 @@ def post(*, url: str, body: bytes, headers: dict[str, str], allow_private: bool)
             if len(received) >= settings.WEBHOOK_MAX_RESPONSE_BYTES:
                 break
     except requests.RequestException as error:
+        if deadline.expired:
+            return answer(error=late)
         return answer(response.status_code, error=f"The answer was cut off: {_reason(error)}")
     finally:
+        deadline.cancel()
         response.close()
         session.close()
+    if deadline.expired:
+        # A connection shut mid-answer may read as an early end rather than an error; an
+        # unfinished answer is no answer, whatever its status line said.
+        return answer(error=late)
     text = bytes(received[:RESPONSE_KEPT_BYTES]).decode("utf-8", errors="replace")
     problem = ""
     if 300 <= response.status_code < 400:

@@ -3,6 +3,9 @@ them with the `standardwebhooks` package; retries, back-off, disabling, SSRF ref
 sees what, and the API."""
 
 import itertools
+import socket
+import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -282,6 +285,9 @@ class TestAddresses:
             ("http://169.254.169.254/latest/meta-data/", "link-local"),
             ("http://[::1]/hook", "loopback"),
             ("http://[::ffff:127.0.0.1]/hook", "loopback"),
+            ("http://[2002:a00:1::1]/hook", "private"),
+            ("http://[2002:7f00:1::1]/hook", "loopback"),
+            ("http://[fec0::1]/hook", "site-local"),
             ("http://0.0.0.0/hook", "unspecified"),
             ("http://224.0.0.1/hook", "multicast"),
             ("ftp://93.184.215.14/hook", "http:// or https://"),
@@ -335,6 +341,64 @@ class TestAddresses:
         assert moved.json()["allow_private_addresses"] is False
         back = client.patch(f"/api/v1/webhooks/{endpoint.pk}/", {"url": receiver.url("dev")})
         assert back.status_code == 400 and "loopback" in back.json()["error"]["message"]
+
+
+def dribbling_receiver(first: bytes) -> tuple[str, threading.Event]:
+    """A receiver that reads the POST, sends `first`, then one more byte every 50 ms until
+    the connection is shut: it never finishes answering."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        connection, _address = listener.accept()
+        with connection, listener:
+            connection.recv(65536)
+            try:
+                connection.sendall(first)
+                while not stop.is_set():
+                    connection.sendall(b"x")
+                    time.sleep(0.05)
+            except OSError:
+                pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}/hooks/slow", stop
+
+
+class TestSlowReceivers:
+    @pytest.mark.parametrize(
+        "first",
+        [
+            b"HTTP/1.1 200 OK\r\nX-Slow: ",  # the headers never end
+            b"HTTP/1.1 500 Oops\r\nContent-Length: 100000\r\n\r\n",  # nor the body
+        ],
+    )
+    def test_a_receiver_dribbling_its_answer_is_cut_off_at_the_attempts_deadline(
+        self, member, settings, first
+    ):
+        settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS = 0.5
+        settings.WEBHOOK_READ_TIMEOUT_SECONDS = 1
+        url, stop = dribbling_receiver(first)
+        endpoint = WebhookEndpoint.objects.create(
+            user=member,
+            created_by=member,
+            url=url,
+            secret=webhooks._new_secret(),
+            allow_private_addresses=True,
+        )
+        delivery = WebhookDelivery.objects.get(event=emit(member), endpoint=endpoint)
+
+        started = time.monotonic()
+        try:
+            delivery = attempt(delivery)
+        finally:
+            stop.set()
+
+        assert time.monotonic() - started < 3
+        assert delivery.state == State.RETRYING
+        assert delivery.last_error == "The receiver did not finish answering in time."
 
 
 class TestApi:
