@@ -3,8 +3,10 @@
 Every call goes through `Client.request`: timeouts, and retries with exponential back-off on
 connection failures, 5xx and 429 (a Retry-After is honoured). Requests that create something
 (a model, a job) are retried only where the node cannot have acted on them: a connection that
-was never made, a 429, and a 500 or 503 (each request runs in one database transaction, so a
-failed one wrote nothing). Errors the node answers with become `ApiError`.
+was never made, and a 429 (refused before the view ran). Not a 5xx: a node answers 500 also
+when a step after its commit failed (enqueueing the dispatcher with the broker down), and a
+proxy's 502/503/504 may come after the node acted. Errors the node answers with become
+`ApiError`.
 """
 
 import email.utils
@@ -30,7 +32,7 @@ TIMEOUT = (10.0, 120.0)
 UPLOAD_TIMEOUT = (10.0, 900.0)
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 # Statuses after which a request that creates something was certainly not acted on.
-RETRY_STATUSES_UNSAFE = frozenset({429, 500, 503})
+RETRY_STATUSES_UNSAFE = frozenset({429})
 PAGE_SIZE = 100
 CHUNK_BYTES = 1024 * 1024
 

@@ -2,18 +2,22 @@
 downloads, BibTeX import, following a job that waits, and the library's retries."""
 
 import hashlib
+import http.server
 import json
 import signal
 import socket
 import stat
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
 from apps.catalog.models import ModelVersion, Paper, ResearchModel
 from apps.compute import services as compute_services
 from apps.compute.models import Job
-from rx_client import ApiError, Client
+from rx_client import ApiError, Client, RxError
+from rx_client.transfer import download_artifact
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import wait_for
 from tests.factories import isolated
@@ -340,3 +344,99 @@ def test_publish_again_finishes_a_draft_that_an_interrupted_run_left(
         "NOTES.md",
         "model.safetensors",
     ]
+
+
+class _Node(http.server.BaseHTTPRequestHandler):
+    """A node that misbehaves as a test needs: `answer(handler)` writes each answer."""
+
+    answer: Callable[["_Node"], None]
+    seen: list[tuple[str, str, dict[str, str]]]
+
+    def do_GET(self) -> None:
+        self.seen.append(("GET", self.path, dict(self.headers)))
+        self.answer(self)
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        self.seen.append(("POST", self.path, dict(self.headers)))
+        self.answer(self)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return None
+
+
+@pytest.fixture
+def stand_in_node():
+    """Starts a node of the test's own answering with `answer`; yields (url, requests seen)."""
+    servers = []
+
+    def start(answer: Callable[[_Node], None]) -> tuple[str, list]:
+        seen: list = []
+        handler = type("Handler", (_Node,), {"answer": staticmethod(answer), "seen": seen})
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}", seen
+
+    yield start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _json_answer(handler: _Node, status: int, body: object) -> None:
+    payload = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(payload)))
+    handler.end_headers()
+    handler.wfile.write(payload)
+
+
+def test_a_submission_answered_500_is_not_sent_again(stand_in_node):
+    # A node answers 500 also after its transaction committed (a callback run on commit, such
+    # as enqueueing the dispatcher, failed): the job exists, and a second POST makes another.
+    url, seen = stand_in_node(
+        lambda handler: _json_answer(
+            handler,
+            500,
+            {"error": {"status": 500, "code": "server_error", "message": "failed", "fields": {}}},
+        )
+    )
+    with Client(url, "rx_token", backoff=0.01) as client, pytest.raises(ApiError) as failed:
+        client.job_submit(model_version=1, benchmark=1)
+    assert failed.value.status == 500
+    assert [method for method, *_ in seen] == ["POST"]
+
+
+def test_a_download_stops_at_the_listed_size_whatever_the_node_sends(stand_in_node, tmp_path):
+    wanted = b"w" * 1000
+    sha256 = hashlib.sha256(wanted).hexdigest()
+    sent_mib = []
+    finished = threading.Event()
+
+    def endless(handler: _Node) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.end_headers()  # no length: the body runs until the connection closes
+        handler.close_connection = True
+        try:
+            for _ in range(512):
+                handler.wfile.write(b"x" * 1024 * 1024)
+                sent_mib.append(1)
+        except OSError:
+            pass  # the client hung up
+        finally:
+            finished.set()
+
+    url, _seen = stand_in_node(endless)
+    target = tmp_path / "model.safetensors"
+    with Client(url, "rx_token", retries=0) as client, pytest.raises(RxError) as refused:
+        download_artifact(client, sha256=sha256, size=len(wanted), target=target)
+    assert str(refused.value) == (
+        "model.safetensors: the node sent more than the 1000 bytes it lists; the file was removed"
+    )
+    assert not target.exists() and not target.with_name("model.safetensors.part").exists()
+    # The client hung up at once: what the node got out is what the sockets' buffers held.
+    assert finished.wait(timeout=30) and len(sent_mib) < 64
