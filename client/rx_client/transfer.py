@@ -287,6 +287,7 @@ def _fetch(
     url = f"/api/v1/artifacts/{sha256}/download"
     part.touch()
     breaks = 0
+    overlong = False
     while have < size:
         headers = {"Range": f"bytes={have}-", "If-Range": f'"{sha256}"'} if have else {}
         response = client.request("GET", url, headers=headers, stream=True)
@@ -296,6 +297,10 @@ def _fetch(
         try:
             with part.open("ab") as out, response:
                 for chunk in response.iter_content(CHUNK_BYTES):
+                    if have + len(chunk) > size:
+                        # Not read on: a node sending without end would fill the disk.
+                        overlong = True
+                        break
                     out.write(chunk)
                     digest.update(chunk)
                     have += len(chunk)
@@ -305,6 +310,12 @@ def _fetch(
             if breaks > client.retries:
                 raise NodeUnreachable(client.url, f"download cut off: {error}") from error
             continue
+        if overlong:
+            part.unlink()
+            raise RxError(
+                f"{part.name.removesuffix('.part')}: the node sent more than the {size} bytes it "
+                "lists; the file was removed"
+            )
         if have < size:
             breaks += 1
             if breaks > client.retries:
