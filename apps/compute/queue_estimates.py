@@ -174,6 +174,24 @@ def first_free(
     return earliest
 
 
+def fits_now(job: QueuedJob, nodes: Sequence[NodeCapacity], running: Sequence[RunningJob]) -> bool:
+    """Whether a node that could run the job has enough matching devices that no running job
+    holds (a run past its expected end holds its devices until it ends)."""
+    held = {
+        (job_running.node_id, device) for job_running in running for device in job_running.devices
+    }
+    needed = max(job.gpu_count, 1)
+    return any(
+        can_hold(node, job)
+        and sum(
+            scheduling.device_matches(job, device) and (node.id, device.key) not in held
+            for device in node.devices
+        )
+        >= needed
+        for node in nodes
+    )
+
+
 def approximately(delta: timedelta) -> str:
     """A wait in rounded words: '~12 min', '~1 h 35 min', '~7 h', '~3 days'."""
     minutes = delta.total_seconds() / 60
@@ -259,6 +277,7 @@ class WaitFacts:
     registered: bool  # some registered node could ever run it
     online: bool  # some node the dispatcher uses now could run it
     free_at: datetime | None  # when enough devices of a node free up, the queue not counted
+    free_now: bool  # a node has enough matching devices that no running job holds
     overtaken: int  # jobs ahead it starts before (backfill)
 
 
@@ -287,6 +306,11 @@ def explain(facts: WaitFacts, *, now: datetime) -> str:
             f"Waiting for a node with {need_words(job)}: the earliest frees up in "
             f"{approximately(facts.free_at - now)}."
         )
+    elif not facts.free_now:
+        words.append(
+            f"Waiting for a node with {need_words(job)}: the earliest is held by a run that has "
+            "gone past its benchmark's typical run time."
+        )
     elif facts.start is not None and facts.start > now:
         words.append(f"A node with {need_words(job)} is free now, but it goes to jobs ahead first.")
     if facts.overtaken:
@@ -296,6 +320,8 @@ def explain(facts: WaitFacts, *, now: datetime) -> str:
         )
     if facts.start is None:
         words.append("No start can be estimated.")
+    elif facts.start <= now and not facts.free_now:
+        words.append("Estimated to start as soon as that run ends.")
     elif facts.start <= now:
         words.append("Estimated to start now: the dispatcher places it in its next pass.")
     else:
@@ -364,6 +390,7 @@ def estimate(
             free_at=first_free(job, snapshot.nodes, snapshot.running, now=now)
             if simulated
             else None,
+            free_now=simulated and fits_now(job, snapshot.nodes, snapshot.running),
             overtaken=overtaken,
         )
         estimates[job_id] = WaitEstimate(

@@ -131,6 +131,27 @@ class TestEstimator:
         assert wait.estimated_start is None
         assert "Every node that can run it is offline or draining" in wait.explanation
 
+    def test_a_run_past_its_typical_time_still_holds_its_device(self):
+        # Expected to end now at the earliest, it may run on to its time limit: the job waiting
+        # for its device is not told that a device is free or that the next pass places it.
+        overdue = busy(1, ("gpu:0",), ends_in=0, limit_in=50)
+        estimates = queue_estimates.estimate(
+            snapshot([queued(1), queued(2)], [gpu_node(1)], [overdue])
+        )
+        first, second = estimates[2], estimates[1]
+        assert first.estimated_start == NOW
+        assert first.explanation == (
+            "First in line. Waiting for a node with 1 free GPU of 40 GB: the earliest is held "
+            "by a run that has gone past its benchmark's typical run time. Estimated to start "
+            "as soon as that run ends."
+        )
+        assert "free now" not in second.explanation
+        assert second.explanation.startswith(
+            "Behind 1 job submitted earlier. Waiting for a node with 1 free GPU of 40 GB: the "
+            "earliest is held by a run that has gone past its benchmark's typical run time. "
+            "Estimated start in ~1 h"
+        )
+
     def test_a_job_no_node_can_hold_does_not_hold_up_the_jobs_behind_it(self):
         jobs = [queued(1, gpu_count=4, priority=9), queued(2)]
         estimates = queue_estimates.estimate(snapshot(jobs, [gpu_node(1)]))
