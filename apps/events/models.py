@@ -132,6 +132,8 @@ class WebhookEndpoint(models.Model):
         on_delete=models.CASCADE,
         related_name="webhook_endpoints",
     )
+    # Who set the URL: the creator, then whoever changed it or enabled the endpoint again. An
+    # institution's endpoint receives events only while they administer it.
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -21,7 +21,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
-from django.db.models import F
+from django.db.models import Exists, F, OuterRef
 from django.urls import reverse
 from django.utils import timezone
 
@@ -170,7 +170,8 @@ def webhook_endpoint_update(
 ) -> WebhookEndpoint:
     """Changes what is given. Enabling again clears the failure count and the reason it was
     disabled. A URL changed by someone other than staff loses the private-address allowance:
-    staff allowed it for the address they saw."""
+    staff allowed it for the address they saw. Whoever changes the URL or enables the endpoint
+    becomes the one who set its URL (`created_by`), whom an institution's endpoint follows."""
     endpoint = WebhookEndpoint.objects.select_for_update().get(pk=endpoint.pk)
     webhook_require_owner(user=user, endpoint=endpoint)
     if allow_private_addresses is not None and (
@@ -183,6 +184,7 @@ def webhook_endpoint_update(
         endpoint.allow_private_addresses = allow_private_addresses
     if url is not None and url.strip() != endpoint.url:
         endpoint.url = url.strip()
+        endpoint.created_by = user
         if not user.is_staff:
             endpoint.allow_private_addresses = False
     if url is not None or allow_private_addresses is not None:
@@ -196,6 +198,7 @@ def webhook_endpoint_update(
     if enabled is not None and enabled != endpoint.enabled:
         endpoint.enabled = enabled
         if enabled:
+            endpoint.created_by = user  # who enables it answers for where it leads
             endpoint.consecutive_failures = 0
             endpoint.disabled_reason = ""
             endpoint.disabled_at = None
@@ -258,7 +261,9 @@ def webhook_test_send(*, user: User, endpoint: WebhookEndpoint) -> WebhookDelive
 
 def webhook_deliveries_create(*, event: Event, user_ids: Iterable[int]) -> list[int]:
     """One delivery per enabled endpoint that takes the event: those of its audience's users
-    and of its institution, that chose its type or every type (in the caller's transaction)."""
+    and of its institution, that chose its type or every type (in the caller's transaction).
+    An institution's endpoint whose URL was set by someone who no longer administers it
+    (demoted, gone, deactivated) is disabled instead: its URL may lead to them."""
     user_ids = list(user_ids)
     candidates = WebhookEndpoint.objects.filter(enabled=True).select_related("user")
     personal = candidates.filter(user_id__in=user_ids) if user_ids else candidates.none()
@@ -267,7 +272,22 @@ def webhook_deliveries_create(*, event: Event, user_ids: Iterable[int]) -> list[
         if event.type in receivable_event_types(user=endpoint.user, institution=None):
             chosen.append(endpoint)
     if event.institution_id is not None and event.type in INSTITUTION_EVENT_TYPES:
-        chosen += list(candidates.filter(institution_id=event.institution_id))
+        answering_admin = Membership.objects.filter(
+            institution_id=OuterRef("institution_id"),
+            user_id=OuterRef("created_by_id"),
+            user__is_active=True,
+            role=Membership.Role.ADMIN,
+        )
+        institution_endpoints = (
+            candidates.filter(institution_id=event.institution_id)
+            .select_related("institution", "created_by")
+            .annotate(answered_for=Exists(answering_admin))
+        )
+        for endpoint in institution_endpoints:
+            if endpoint.answered_for:
+                chosen.append(endpoint)
+            else:
+                _disable_unanswered(endpoint)
     chosen = [e for e in chosen if not e.event_types or event.type in e.event_types]
     if not chosen:
         return []
@@ -276,6 +296,20 @@ def webhook_deliveries_create(*, event: Event, user_ids: Iterable[int]) -> list[
         WebhookDelivery(endpoint=endpoint, event=event, next_attempt_at=now) for endpoint in chosen
     )
     return [delivery.pk for delivery in deliveries]
+
+
+def _disable_unanswered(endpoint: WebhookEndpoint) -> None:
+    institution = endpoint.institution
+    if institution is None:
+        return
+    who = endpoint.created_by.username if endpoint.created_by else "the admin who set its URL"
+    _disable(
+        endpoint,
+        reason=f"Disabled: {who}, who set its URL, no longer administers {institution.name}; "
+        "an admin who checks the URL enables it again.",
+        summary=f"Webhook {endpoint.url} was disabled: {who}, who set its URL, no longer "
+        f"administers {institution.name}",
+    )
 
 
 def deliveries_enqueue(pairs: list[tuple[int, int]]) -> None:
@@ -415,16 +449,22 @@ def _record(*, delivery_id: int, answer: webhook_http.Answer) -> WebhookDelivery
         endpoints.update(consecutive_failures=F("consecutive_failures") + 1)
         failures = endpoints.values_list("consecutive_failures", flat=True).first() or 0
         if failures >= settings.WEBHOOK_DISABLE_AFTER_FAILURES:
-            _disable(delivery.endpoint, failures=failures, last_error=answer.error)
+            _disable(
+                delivery.endpoint,
+                reason=f"Disabled after {failures} failed attempts in a row; the last: "
+                f"{answer.error}",
+                summary=f"Webhook {delivery.endpoint.url} was disabled: it failed {failures} "
+                "times in a row",
+            )
     delivery.save()
     return delivery
 
 
-def _disable(endpoint: WebhookEndpoint, *, failures: int, last_error: str) -> None:
-    """Stops an endpoint that keeps failing and tells its owner (once: the first to get here)."""
+def _disable(endpoint: WebhookEndpoint, *, reason: str, summary: str) -> None:
+    """Stops an endpoint and tells its owner (once: the first to get here)."""
     from apps.events.services import event_emit
 
-    reason = f"Disabled after {failures} failed attempts in a row; the last: {last_error}"[:500]
+    reason = reason[:500]
     disabled = WebhookEndpoint.objects.filter(pk=endpoint.pk, enabled=True).update(
         enabled=False, disabled_reason=reason, disabled_at=timezone.now()
     )
@@ -440,7 +480,7 @@ def _disable(endpoint: WebhookEndpoint, *, failures: int, last_error: str) -> No
     )
     event_emit(
         type=EventType.WEBHOOK_DISABLED,
-        summary=f"Webhook {endpoint.url} was disabled: it failed {failures} times in a row",
+        summary=summary,
         data={"endpoint": endpoint.pk, "url": endpoint.url, "reason": reason},
         users=owners,
         url=reverse("webhooks:detail", args=[endpoint.pk]),

@@ -13,6 +13,7 @@ from django.core.exceptions import PermissionDenied
 from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from apps.accounts.models import Membership
 from apps.events import webhooks
 from apps.events.models import (
     Event,
@@ -31,6 +32,7 @@ from tests.evaluations.conftest import (  # noqa: F401 - shared fixtures
     post_result,
 )
 from tests.events.webhook_receiver import endpoint_for, start_receiver
+from tests.factories import MembershipFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -245,6 +247,32 @@ class TestAudience:
         assert list(
             WebhookDelivery.objects.filter(endpoint=endpoint).values_list("event", flat=True)
         ) == [ours.pk]
+
+    def test_an_institution_endpoint_set_by_an_admin_who_is_demoted_stops_until_an_admin_enables_it(
+        self, institution_admin, institution, member, receiver, api_client
+    ):
+        endpoint = endpoint_for(institution_admin, receiver, "lab", institution=institution)
+        other_admin = MembershipFactory(institution=institution, role=Membership.Role.ADMIN).user
+        Membership.objects.filter(user=institution_admin, institution=institution).update(
+            role=Membership.Role.MEMBER
+        )
+
+        emit(member, institution=institution)
+
+        endpoint.refresh_from_db()
+        assert not WebhookDelivery.objects.filter(endpoint=endpoint).exists()
+        assert not endpoint.enabled
+        assert "no longer administers Northbridge University" in endpoint.disabled_reason
+        told = Notification.objects.filter(event__type=EventType.WEBHOOK_DISABLED)
+        assert [notice.user for notice in told] == [other_admin]
+
+        api_client.force_authenticate(other_admin)
+        enabled = api_client.patch(
+            f"/api/v1/webhooks/{endpoint.pk}/", {"enabled": True}, format="json"
+        )
+        assert enabled.status_code == 200, enabled.json()
+        event = emit(member, institution=institution)
+        assert WebhookDelivery.objects.filter(endpoint=endpoint, event=event).exists()
 
     def test_a_personal_endpoint_receives_what_its_owner_is_told(
         self, member, outsider, institution, receiver
