@@ -182,19 +182,20 @@ def _version_id(client: Client, text: str) -> int:
 
 
 class _Terminal:
-    """Log text goes to stdout as it comes; a line of ours starts on a fresh line."""
+    """Log text goes to `log_out` (stdout) as it comes; a line of ours starts on a fresh line."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_out: Any = None) -> None:
+        self.log_out = log_out or sys.stdout
         self.mid_line = False
 
     def log(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        self.log_out.write(text)
+        self.log_out.flush()
         self.mid_line = not text.endswith("\n")
 
     def say(self, message: str, *, out: Any = None) -> None:
         if self.mid_line:
-            sys.stdout.write("\n")
+            self.log_out.write("\n")
             self.mid_line = False
         print(message, file=out or sys.stderr, flush=True)
 
@@ -238,8 +239,10 @@ def _outcome(job: JSON, terminal: _Terminal) -> int:
     return jobs.EXIT_CODES.get(state, 2)
 
 
-def _wait(client: Client, job_id: int, poll: float) -> int:
-    terminal = _Terminal()
+def _wait(client: Client, job_id: int, poll: float, *, json: bool = False) -> int:
+    """Follows the job; with `json`, stdout gets only the ended job as JSON (the rest goes to
+    stderr)."""
+    terminal = _Terminal(sys.stderr if json else None)
 
     def state_changed(job: JSON) -> None:
         if job["state"] in jobs.ACTIVE_STATES:  # how it ended is said once, by the outcome
@@ -261,6 +264,9 @@ def _wait(client: Client, job_id: int, poll: float) -> int:
             f"Follow it again with: rx eval wait {job_id}"
         )
         return 130
+    if json:
+        as_json(job)
+        return jobs.EXIT_CODES.get(job["state"], 2)
     return _outcome(job, terminal)
 
 
@@ -278,12 +284,13 @@ def eval_submit(args: argparse.Namespace) -> int:
         print(
             f"Submitted job {job['id']}: {job['model_name']} {job['model_version']} on "
             f"{job['benchmark_name']} ({job['state']})",
+            file=sys.stderr if args.json else sys.stdout,
             flush=True,
         )
         if not args.wait:
             print(f"Follow it with: rx eval wait {job['id']}")
             return 0
-        return _wait(client, job["id"], args.poll)
+        return _wait(client, job["id"], args.poll, json=args.json)
 
 
 def eval_wait(args: argparse.Namespace) -> int:
@@ -348,7 +355,11 @@ def add_eval(sub: Any) -> None:
     p.add_argument("--allocation", type=_positive_int, metavar="ID", help="which allocation")
     p.add_argument("--wait", action="store_true", help="follow the job until it ends")
     p.add_argument("--poll", type=float, default=2.0, metavar="SECONDS", help=argparse.SUPPRESS)
-    p.add_argument("--json", action="store_true", help="print the job as JSON (without --wait)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the job as JSON on stdout (with --wait: as it ended; the rest on stderr)",
+    )
     p.set_defaults(func=eval_submit)
 
     p = actions.add_parser("wait", help="follow a job until it ends (exit code by its outcome)")

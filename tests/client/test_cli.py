@@ -273,6 +273,34 @@ def test_ctrl_c_while_waiting_leaves_the_job_queued_and_says_how_to_follow_it(
     assert waited.returncode == 3 and f"job {job.pk} was cancelled" in waited.stdout
 
 
+def test_submit_wait_json_prints_only_the_ended_job_as_json_on_stdout(
+    rx, member, institution, idle_cpu_node, make_benchmark, tmp_path
+):
+    benchmark = make_benchmark(member, institution, gpu_count=0)
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    (folder / "model.safetensors").write_bytes(safetensors_bytes(12))
+    args = ["--institution", "northbridge", "--model", "scripted", "--license", "MIT"]
+    assert rx("models", "publish", str(folder), *args).returncode == 0
+
+    process, stdout_file, stderr_file = rx.popen(
+        "eval", "submit", "--model-version", "northbridge/scripted@1.0",
+        "--benchmark", str(benchmark.pk), "--wait", "--json", "--poll", "0.3",
+    )  # fmt: skip
+    try:
+        assert wait_for(lambda: "in the queue" in stderr_file.read_text(), timeout=60)
+        compute_services.job_cancel(user=member, job=Job.objects.get(), reason="scripted")
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    job = Job.objects.get()
+    assert process.returncode == 3, stderr_file.read_text()
+    body = json.loads(stdout_file.read_text())
+    assert body["id"] == job.pk and body["state"] == "cancelled"
+    assert f"Submitted job {job.pk}" in stderr_file.read_text()
+
+
 def test_the_library_retries_a_throttled_request_after_backing_off(
     live_server, settings, member_token
 ):
