@@ -12,6 +12,7 @@ from functools import wraps
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
+from django.utils.cache import patch_cache_control, patch_vary_headers
 from django.views.decorators.http import require_safe
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.request import Request
@@ -56,11 +57,20 @@ def _throttle_wait(request: Request) -> float | None:
 
 
 def hub_endpoint(view: Callable[..., HttpResponseBase]) -> Callable[..., HttpResponseBase]:
-    """GET and HEAD only; the caller authenticated and throttled; Hub errors answered."""
+    """GET and HEAD only; the caller authenticated and throttled; Hub errors answered. Every
+    answer depends on who asks (a hidden model, the papers they may see): no shared cache
+    keeps it."""
 
     @require_safe
     @wraps(view)
     def wrapped(request: HttpRequest, **kwargs: str) -> HttpResponseBase:
+        response = answered(request, **kwargs)
+        if "Cache-Control" not in response:
+            patch_cache_control(response, private=True)
+        patch_vary_headers(response, ("Authorization", "Cookie"))
+        return response
+
+    def answered(request: HttpRequest, **kwargs: str) -> HttpResponseBase:
         drf_request = Request(request)
         try:
             viewer = _viewer(drf_request)

@@ -288,6 +288,14 @@ def test_a_hidden_model_is_a_missing_repository_but_downloads_with_a_members_tok
                 )
         info = HfApi(endpoint=node.url, token=members).model_info(repo_id)
         assert info.private is True and info.id == repo_id
+        # No shared cache keeps what only the token's holder may read.
+        for path in (f"api/models/{repo_id}", f"api/models/{repo_id}/tree/main"):
+            answer = requests.get(
+                f"{node.url}/{path}", headers={"Authorization": f"Bearer {members}"}, timeout=10
+            )
+            assert answer.status_code == 200
+            assert "private" in answer.headers["Cache-Control"]
+            assert "Authorization" in answer.headers["Vary"]
         # HF_TOKEN, as a user sets it in the shell.
         monkeypatch.setenv("HF_TOKEN", members)
         folder = snapshot_download(repo_id, endpoint=node.url, cache_dir=cache)
