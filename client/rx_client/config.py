@@ -2,8 +2,10 @@
 file that `rx login` writes ($XDG_CONFIG_HOME/research-exchange/credentials.json, by default
 under ~/.config), readable by its owner only."""
 
+import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +26,18 @@ def credentials_path() -> Path:
     return Path(base) / "research-exchange" / "credentials.json"
 
 
+def _tighten(path: Path) -> None:
+    """A file copied or restored with a looser mode is made its owner's alone again (where
+    this user may: a read-only mount is left as it is)."""
+    if path.stat().st_mode & 0o077:
+        with contextlib.suppress(OSError):
+            path.chmod(0o600)
+
+
 def read_file() -> dict[str, str]:
     path = credentials_path()
     try:
+        _tighten(path)
         data = json.loads(path.read_text())
     except FileNotFoundError:
         return {}
@@ -58,8 +69,9 @@ def save(url: str, token: str) -> Path:
     path = credentials_path()
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     path.parent.chmod(0o700)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    # mkstemp: a new name each time (0600, O_EXCL), whatever an interrupted run left behind.
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    temporary = Path(name)
     try:
         with os.fdopen(descriptor, "w") as file:
             json.dump({"url": url.rstrip("/"), "token": token}, file, indent=2)

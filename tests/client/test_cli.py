@@ -4,6 +4,7 @@ downloads, BibTeX import, following a job that waits, and the library's retries.
 import hashlib
 import http.server
 import json
+import os
 import signal
 import socket
 import stat
@@ -16,7 +17,7 @@ import pytest
 from apps.catalog.models import ModelVersion, Paper, ResearchModel
 from apps.compute import services as compute_services
 from apps.compute.models import Job
-from rx_client import ApiError, Client, RxError
+from rx_client import ApiError, Client, RxError, config
 from rx_client.transfer import download_artifact
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import wait_for
@@ -56,6 +57,26 @@ def test_login_checks_the_token_and_saves_it_for_its_owner_only(
     assert not path.exists()
     after = rx_logged_out("whoami")
     assert after.returncode == 2 and "not logged in: run rx login" in after.stderr
+
+
+def test_saving_a_login_is_not_stopped_by_a_file_an_earlier_killed_run_left(tmp_path, monkeypatch):
+    # In a container each run may get the same process id as the one killed while saving.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    folder = tmp_path / "research-exchange"
+    folder.mkdir(mode=0o700)
+    (folder / f".credentials.json.{os.getpid()}").write_text("{}")
+    path = config.save("http://node.example.org/", "rx_token")
+    assert json.loads(path.read_text()) == {"url": "http://node.example.org", "token": "rx_token"}
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_a_saved_login_readable_by_others_is_made_its_owners_alone(rx_logged_out, live_server):
+    path = rx_logged_out.home / ".config" / "research-exchange" / "credentials.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"url": live_server.url, "token": "rx_copied"}))
+    path.chmod(0o644)  # as a copy or a restore from a backup may leave it
+    rx_logged_out("whoami")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
 def test_login_with_a_refused_token_saves_nothing_and_says_so(rx_logged_out, live_server):
