@@ -119,6 +119,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 error(f"not logged in ({refusal.message}): run rx login")
             else:
                 error(f"{where} was refused ({refusal.message}): run rx login")
+        elif refusal.code == "http_error":  # no error body: the message is the status
+            error(refusal.message)
         else:
             error(f"{refusal.message} (HTTP {refusal.status})")
         return EXIT_USAGE

@@ -456,7 +456,24 @@ def test_a_submission_answered_500_is_not_sent_again(stand_in_node):
     with Client(url, "rx_token", backoff=0.01) as client, pytest.raises(ApiError) as failed:
         client.job_submit(model_version=1, benchmark=1)
     assert failed.value.status == 500
+    assert str(failed.value) == (
+        "failed; POST /api/v1/jobs/ may have been carried out before the failure: check before "
+        "sending it again"
+    )
     assert [method for method, *_ in seen] == ["POST"]
+
+
+def test_an_error_without_the_apis_body_is_said_once_by_its_status(rx, stand_in_node):
+    def gateway(handler: _Node) -> None:
+        handler.send_response(502)
+        handler.send_header("Content-Type", "text/html")
+        handler.send_header("Content-Length", "23")
+        handler.end_headers()
+        handler.wfile.write(b"<h1>502 Bad Gateway</h1>"[:23])
+
+    url, _seen = stand_in_node(gateway)
+    done = rx("results", "list", RX_URL=url, RX_RETRIES="0")
+    assert (done.returncode, done.stderr) == (2, "rx: HTTP 502 Bad Gateway\n")
 
 
 def test_a_download_stops_at_the_listed_size_whatever_the_node_sends(stand_in_node, tmp_path):
