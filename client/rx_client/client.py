@@ -244,13 +244,13 @@ class Client:
                 response.close()
                 self._wait(f"HTTP {response.status_code} from {self.url}", wait, number, tries)
                 continue
-            error = api_error(response)
+            refusal = api_error(response)
             if not idempotent and response.status_code >= 500:
-                error.message += (
+                refusal.message += (
                     f"; {method.upper()} {path} may have been carried out before the failure: "
                     "check before sending it again"
                 )
-            raise error
+            raise refusal
         raise AssertionError("unreachable")  # the loop returns or raises
 
     def _wait(self, what: str, retry_after: float | None, number: int, tries: int) -> None:
