@@ -18,7 +18,7 @@ from apps.catalog.models import ModelVersion, Paper, ResearchModel
 from apps.compute import services as compute_services
 from apps.compute.models import Job
 from rx_client import ApiError, Client, RxError, config
-from rx_client.transfer import download_artifact
+from rx_client.transfer import ModelReference, download_artifact, download_version
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import wait_for
 from tests.factories import isolated
@@ -506,3 +506,53 @@ def test_a_download_stops_at_the_listed_size_whatever_the_node_sends(stand_in_no
     assert not target.exists() and not target.with_name("model.safetensors.part").exists()
     # The client hung up at once: what the node got out is what the sockets' buffers held.
     assert finished.wait(timeout=30) and len(sent_mib) < 64
+
+
+@pytest.mark.parametrize("filename", ["../../.bashrc", "/home/user/.profile", "sub/model.bin", ".."])
+def test_a_file_the_node_names_outside_the_folder_is_refused(stand_in_node, tmp_path, filename):
+    content = b"echo owned\n"
+    sha256 = hashlib.sha256(content).hexdigest()
+
+    def node(handler: _Node) -> None:
+        path = handler.path.split("?")[0]
+        if path == "/api/v1/models/":
+            row = {"id": 1, "slug": "m", "institution": "evil"}
+            _json_answer(handler, 200, {"results": [row], "next": None})
+        elif path == "/api/v1/models/1/":
+            _json_answer(handler, 200, {"id": 1, "latest_version": "1.0", "versions": []})
+        elif path == "/api/v1/models/1/versions/1.0/":
+            artifact = {"sha256": sha256, "size": len(content)}
+            _json_answer(handler, 200, {"files": [{"filename": filename, "artifact": artifact}]})
+        else:
+            handler.send_response(200)
+            handler.send_header("Content-Length", str(len(content)))
+            handler.end_headers()
+            handler.wfile.write(content)
+
+    url, seen = stand_in_node(node)
+    dest = tmp_path / "home" / "models"
+    with Client(url, "rx_token") as client, pytest.raises(RxError) as refused:
+        download_version(client, ModelReference.parse("evil/m"), dest)
+    assert "not a plain name" in str(refused.value)
+    assert not any("/download" in path for _method, path, _headers in seen)
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_a_resumed_download_the_node_answers_whole_starts_over(stand_in_node, tmp_path):
+    content = bytes(range(256)) * 400
+    sha256 = hashlib.sha256(content).hexdigest()
+
+    def ignores_ranges(handler: _Node) -> None:
+        handler.send_response(200)  # the whole file, whatever the Range asked
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        handler.wfile.write(content)
+
+    url, seen = stand_in_node(ignores_ranges)
+    target = tmp_path / "model.bin"
+    target.with_name("model.bin.part").write_bytes(content[:1000])
+    with Client(url, "rx_token") as client:
+        outcome = download_artifact(client, sha256=sha256, size=len(content), target=target)
+    assert outcome == "resumed" and target.read_bytes() == content
+    assert seen[0][2]["Range"] == "bytes=1000-" and seen[0][2]["If-Range"] == f'"{sha256}"'
+    assert not target.with_name("model.bin.part").exists()
