@@ -508,7 +508,9 @@ def test_a_download_stops_at_the_listed_size_whatever_the_node_sends(stand_in_no
     assert finished.wait(timeout=30) and len(sent_mib) < 64
 
 
-@pytest.mark.parametrize("filename", ["../../.bashrc", "/home/user/.profile", "sub/model.bin", ".."])
+@pytest.mark.parametrize(
+    "filename", ["../../.bashrc", "/home/user/.profile", "sub/model.bin", ".."]
+)
 def test_a_file_the_node_names_outside_the_folder_is_refused(stand_in_node, tmp_path, filename):
     content = b"echo owned\n"
     sha256 = hashlib.sha256(content).hexdigest()
