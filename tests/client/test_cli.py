@@ -558,3 +558,20 @@ def test_a_resumed_download_the_node_answers_whole_starts_over(stand_in_node, tm
     assert outcome == "resumed" and target.read_bytes() == content
     assert seen[0][2]["Range"] == "bytes=1000-" and seen[0][2]["If-Range"] == f'"{sha256}"'
     assert not target.with_name("model.bin.part").exists()
+
+
+def test_the_token_does_not_follow_a_redirect_to_another_node(stand_in_node):
+    other_url, other_seen = stand_in_node(lambda handler: _json_answer(handler, 200, {}))
+    elsewhere = other_url.replace("127.0.0.1", "localhost")
+
+    def redirects(handler: _Node) -> None:
+        handler.send_response(302)
+        handler.send_header("Location", f"{elsewhere}/api/v1/me/")
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    url, seen = stand_in_node(redirects)
+    with Client(url, "rx_secret") as client:
+        client.me()
+    assert seen[0][2]["Authorization"] == "Bearer rx_secret"
+    assert len(other_seen) == 1 and "Authorization" not in other_seen[0][2]
