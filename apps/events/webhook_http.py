@@ -7,29 +7,22 @@ connection shut at that deadline, so it never holds a worker (or outlives the de
 claim, which would let the sweep send it again).
 
 The host is resolved once and every address it has must be public (unless the endpoint allows
-private ones); the connection goes to the first of those addresses, with the URL's host in the
-Host header and, for https, in the TLS server name and certificate check. A name that resolves
-elsewhere between the check and the connection is never reached.
+private ones); the connection goes to the first of those addresses (apps.core.outbound), with
+the URL's host in the Host header and, for https, in the TLS server name and certificate check.
+A name that resolves elsewhere between the check and the connection is never reached.
 """
 
 import base64
-import contextlib
 import hashlib
 import hmac
-import socket
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import requests
 from django.conf import settings
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
-from apps.core import addresses
+from apps.core import addresses, outbound
 
 SECRET_PREFIX = "whsec_"  # noqa: S105 - the Standard Webhooks prefix, not a secret
 USER_AGENT = "ResearchExchange-Webhooks/1"
@@ -55,76 +48,6 @@ class Answer:
     @property
     def ok(self) -> bool:
         return self.status_code is not None and 200 <= self.status_code < 300
-
-
-class _Deadline:
-    """Shuts every socket of one attempt once its time is up: a blocked read then returns at
-    once, however slowly the receiver sends."""
-
-    def __init__(self, seconds: float) -> None:
-        self.expired = False
-        self._sockets: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._timer = threading.Timer(seconds, self._expire)
-        self._timer.daemon = True
-        self._timer.start()
-
-    def track(self, sock: socket.socket) -> None:
-        with self._lock:
-            self._sockets.append(sock)
-            if self.expired:
-                _shut(sock)
-
-    def _expire(self) -> None:
-        with self._lock:
-            self.expired = True
-            for sock in self._sockets:
-                _shut(sock)
-
-    def cancel(self) -> None:
-        self._timer.cancel()
-
-
-def _shut(sock: socket.socket) -> None:
-    with contextlib.suppress(OSError):  # already closed
-        sock.shutdown(socket.SHUT_RDWR)
-
-
-class _DeadlineAdapter(HTTPAdapter):
-    """Every connection it opens is shut at the deadline; for https to an address, the
-    certificate is still checked for the URL's host name."""
-
-    def __init__(self, deadline: _Deadline, hostname: str = "") -> None:
-        self._deadline = deadline
-        self._hostname = hostname
-        super().__init__(max_retries=0)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        if self._hostname:
-            kwargs["server_hostname"] = self._hostname
-            kwargs["assert_hostname"] = self._hostname
-        super().init_poolmanager(*args, **kwargs)
-        deadline = self._deadline
-
-        class Plain(HTTPConnection):
-            def _new_conn(self) -> socket.socket:
-                sock = super()._new_conn()
-                deadline.track(sock)
-                return sock
-
-        class Secure(HTTPSConnection):
-            def _new_conn(self) -> socket.socket:
-                sock = super()._new_conn()
-                deadline.track(sock)
-                return sock
-
-        class PlainPool(HTTPConnectionPool):
-            ConnectionCls = Plain
-
-        class SecurePool(HTTPSConnectionPool):
-            ConnectionCls = Secure
-
-        self.poolmanager.pool_classes_by_scheme = {"http": PlainPool, "https": SecurePool}
 
 
 def url_problem(url: str) -> str | None:
@@ -164,18 +87,11 @@ def post(*, url: str, body: bytes, headers: dict[str, str], allow_private: bool)
         ip = target_addresses(url, allow_private=allow_private)[0]
     except addresses.AddressRefused as error:
         return answer(error=f"Not sent: {error}")
-    parts = urlsplit(url)
-    literal = f"[{ip}]" if ip.version == 6 else str(ip)
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    target = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-    host_header = parts.netloc.rsplit("@", 1)[-1]
-    session = requests.Session()
-    session.trust_env = False  # a proxy from the environment would resolve the name again
-    deadline = _Deadline(
+    target, host_header = outbound.pinned_target(url, ip)
+    deadline = outbound.Deadline(
         settings.WEBHOOK_CONNECT_TIMEOUT_SECONDS + settings.WEBHOOK_READ_TIMEOUT_SECONDS
     )
-    session.mount("http://", _DeadlineAdapter(deadline))
-    session.mount("https://", _DeadlineAdapter(deadline, parts.hostname or ""))
+    session = outbound.pinned_session(url, deadline)
     late = "The receiver did not finish answering in time."
     try:
         response = session.post(

@@ -30,7 +30,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from apps.core import addresses
+from apps.core import addresses, outbound
 from apps.federation import httpsig, keys, signatures
 from apps.federation.contract import WELL_KNOWN_PATH
 from apps.federation.models import Peer
@@ -177,30 +177,57 @@ def _identity_problem(document: Any, node_id: str) -> str | None:
     return None
 
 
-def _require_public_address(node_id: str) -> None:
-    """Anyone may ask to peer, naming any address: unless this node is set to federate on a
-    private network (FEDERATION_ALLOW_PRIVATE_ADDRESSES), an address that resolves to a
-    loopback, private, link-local or reserved one is never called."""
-    if settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES:
-        return
+def _checked_address(node_id: str) -> addresses.IPAddress:
+    """The address a call to a node that is not yet a peer goes to. Anyone may ask to peer,
+    naming any address: unless this node is set to federate on a private network
+    (FEDERATION_ALLOW_PRIVATE_ADDRESSES), a name that resolves to a loopback, private,
+    link-local or reserved address is never called. The name is resolved once and the call
+    goes to the address checked, so a name that resolves elsewhere a moment later (DNS
+    rebinding) reaches nothing else."""
+    allow_private = settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES
+    parts = urlsplit(node_id)
     try:
-        addresses.public_addresses(urlsplit(node_id).hostname or "", allow_private=False)
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError as error:
+        raise NotAPeer(f"{node_id!r} names a port that is not a number from 1 to 65535.") from error
+    try:
+        return addresses.public_addresses(parts.hostname or "", port, allow_private=allow_private)[
+            0
+        ]
     except addresses.AddressRefused as error:
+        if allow_private:
+            raise PeerUnreachable(f"{node_id}: {error}") from error
         raise NotAPeer(str(error)) from error
 
 
 def fetch_identity(base_url: str) -> dict[str, Any]:
-    """A node's well-known document (unsigned GET, one attempt, no redirects), checked: its
-    node_id must be the base URL asked for and its keys well formed."""
+    """A node's well-known document (unsigned GET, one attempt, no redirects, over by the
+    connect and read time-outs together), checked: its node_id must be the base URL asked for
+    and its keys well formed."""
     node_id = base_url.rstrip("/")
     if urlsplit(node_id).scheme not in ("http", "https") or not urlsplit(node_id).netloc:
         raise NotAPeer(f"{base_url!r} is not a node's base URL (http or https).")
-    _require_public_address(node_id)
+    ip = _checked_address(node_id)
     url = node_id + WELL_KNOWN_PATH
-    prepared = _session().prepare_request(requests.Request("GET", url))
+    target, host = outbound.pinned_target(url, ip)
+    connect, read = _timeouts()
+    deadline = outbound.Deadline(connect + read)
+    session = outbound.pinned_session(url, deadline)
+    session.headers.update(_session().headers)
     what = f"The identity document of {node_id}"
     try:
-        response = _open(prepared)
+        try:
+            response = session.get(
+                target,
+                headers={"Host": host},
+                stream=True,
+                allow_redirects=False,
+                timeout=(connect, read),
+            )
+        except requests.Timeout as error:
+            raise _Retryable(f"timed out ({type(error).__name__})") from error
+        except requests.ConnectionError as error:
+            raise _Retryable(f"could not connect ({type(error).__name__})") from error
         try:
             if 300 <= response.status_code < 400:
                 raise InvalidPeerAnswer(f"{url} redirects; a node's identity is at its base URL.")
@@ -215,8 +242,13 @@ def fetch_identity(base_url: str) -> dict[str, Any]:
             )
         finally:
             response.close()
+        if deadline.expired:
+            raise _Retryable(f"{what} took longer than {connect + read:g} s to arrive")
     except _Retryable as error:
         raise PeerUnreachable(f"{url}: {error}") from error
+    finally:
+        deadline.cancel()
+        session.close()
     try:
         document = jsonlib.loads(body)
     except ValueError as error:

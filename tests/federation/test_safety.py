@@ -1,5 +1,9 @@
 """What a peer, or anyone who can reach a node, must not be able to make it do."""
 
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
 import pytest
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -49,6 +53,44 @@ def test_an_address_on_a_private_network_is_never_called_unless_allowed(settings
     for address in ("http://127.0.0.1:9", "http://10.0.0.5:6379", "http://[::1]:80"):
         with pytest.raises(client.NotAPeer, match="not a public address"):
             client.fetch_identity(address)
+
+
+def test_a_name_that_resolves_elsewhere_after_the_check_is_never_called(settings, monkeypatch):
+    """DNS rebinding: the name is public when checked, loopback a moment later; the node
+    connects to the address it checked, never to the one the name turned into."""
+    settings.FEDERATION_ALLOW_PRIVATE_ADDRESSES = False
+    settings.FEDERATION_CONNECT_TIMEOUT_SECONDS = 0.5
+    hits = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    real = socket.getaddrinfo
+    lookups = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real(host, port, *args, **kwargs)
+        lookups.append(host)
+        return real("93.184.215.14" if len(lookups) == 1 else "127.0.0.1", port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    try:
+        with pytest.raises(client.FederationError):
+            client.fetch_identity(f"http://rebind.example:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    assert hits == []
 
 
 def test_a_peer_naming_a_private_files_digest_does_not_make_it_readable(
