@@ -1,8 +1,10 @@
 """Following an evaluation job until it ends: its state changes, its place in the queue while it
 waits, its log while it runs."""
 
+import contextlib
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from rx_client.client import JSON, Client
@@ -21,6 +23,15 @@ def queue_place(job: JSON) -> dict[str, Any] | None:
     if job.get("state") != "pending" or not isinstance(queue, dict):
         return None
     return queue
+
+
+def _place_key(queue: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes a queue line worth saying again: the position, and the estimated start to
+    the minute (a start estimated "now" moves at every poll; the wait's words each minute)."""
+    start = queue.get("estimated_start")
+    with contextlib.suppress(TypeError, ValueError):
+        start = datetime.fromisoformat(start).replace(second=0, microsecond=0) if start else None
+    return (queue.get("position"), start)
 
 
 def follow(
@@ -48,7 +59,7 @@ def follow(
             on_state(job)
         queue = queue_place(job)
         if queue is not None:
-            now = (queue.get("position"), queue.get("estimated_start"), queue.get("explanation"))
+            now = _place_key(queue)
             if now != place:
                 place = now
                 on_queue(job, queue)

@@ -11,6 +11,7 @@ import stat
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -18,6 +19,7 @@ from apps.catalog.models import ModelVersion, Paper, ResearchModel
 from apps.compute import services as compute_services
 from apps.compute.models import Job
 from rx_client import ApiError, Client, RxError, config
+from rx_client.jobs import follow
 from rx_client.transfer import ModelReference, download_artifact, download_version
 from tests.catalog.samples import safetensors_bytes
 from tests.conftest import wait_for
@@ -575,3 +577,25 @@ def test_the_token_does_not_follow_a_redirect_to_another_node(stand_in_node):
         client.me()
     assert seen[0][2]["Authorization"] == "Bearer rx_secret"
     assert len(other_seen) == 1 and "Authorization" not in other_seen[0][2]
+
+
+def test_waiting_says_the_queue_again_only_when_the_place_or_start_moves(stand_in_node):
+    # A job behind a run past its typical time is estimated to start "now" at every poll.
+    polls = []
+
+    def node(handler: _Node) -> None:
+        polls.append(1)
+        start = datetime.now(UTC).isoformat()
+        queue = {"position": 1, "pending": 1, "estimated_start": start, "explanation": "..."}
+        if len(polls) == 8:
+            queue = {**queue, "position": 2, "pending": 2}
+        state = "succeeded" if len(polls) > 10 else "pending"
+        _json_answer(handler, 200, {"id": 7, "state": state, "attempt": 0, "queue": queue})
+
+    url, _seen = stand_in_node(node)
+    said = []
+    with Client(url, "rx_token") as client:
+        job = follow(client, 7, poll_seconds=0.01, on_queue=lambda job, queue: said.append(queue))
+    assert job["state"] == "succeeded"
+    # The first poll, the move to position 2 and back, and a minute that may turn meanwhile.
+    assert 3 <= len(said) <= 4, said
