@@ -24,7 +24,7 @@ import requests
 import urllib3
 
 from rx_client import __version__
-from rx_client.errors import ApiError, NodeUnreachable
+from rx_client.errors import ApiError, NodeUnreachable, RxError
 
 JSON = dict[str, Any]
 # (connect, read) seconds; an upload's read waits for the node to check the whole file.
@@ -208,10 +208,15 @@ class Client:
         """Sends `method path` and returns a 2xx answer (or one of `ok`); raises `ApiError` for
         the rest and `NodeUnreachable` when no answer came. `body` makes a fresh request body
         for each try. `idempotent`: whether any failure may be retried (GET and PUT-like calls;
-        by default every method but POST)."""
+        by default every method but POST). `path` may be a whole address on this node (a page's
+        `next`), never one elsewhere."""
         if idempotent is None:
             idempotent = method.upper() != "POST"
-        url = path if path.startswith(("http://", "https://")) else f"{self.url}{path}"
+        url = f"{self.url}{path}"
+        if path.startswith(("http://", "https://")):
+            if path != self.url and not path.startswith(f"{self.url}/"):
+                raise RxError(f"{path} is not on {self.url}: the token goes to its node only")
+            url = path
         tries = self.retries + 1
         for number in range(1, tries + 1):
             send_headers = dict(headers or {})

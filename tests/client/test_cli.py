@@ -599,3 +599,17 @@ def test_waiting_says_the_queue_again_only_when_the_place_or_start_moves(stand_i
     assert job["state"] == "succeeded"
     # The first poll, the move to position 2 and back, and a minute that may turn meanwhile.
     assert 3 <= len(said) <= 4, said
+
+
+def test_an_address_on_another_host_is_refused_before_the_token_goes_there(stand_in_node):
+    # E.g. a page's `next` link, built by the node from a Host header it was sent.
+    other_url, other_seen = stand_in_node(lambda handler: _json_answer(handler, 200, {}))
+    url, seen = stand_in_node(lambda handler: _json_answer(handler, 200, {"results": []}))
+    with Client(url, "rx_secret") as client:
+        assert client.get(f"{url}/api/v1/models/?page=2") == {"results": []}
+        with pytest.raises(RxError) as refused:
+            client.get(f"{other_url}/api/v1/models/?page=2")
+    assert str(refused.value) == (
+        f"{other_url}/api/v1/models/?page=2 is not on {url}: the token goes to its node only"
+    )
+    assert other_seen == [] and len(seen) == 1
