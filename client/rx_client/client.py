@@ -21,6 +21,7 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import requests
+import requests.auth
 import urllib3
 
 from rx_client import __version__
@@ -156,6 +157,15 @@ class MultipartFile:
         return b""
 
 
+class _Bearer(requests.auth.AuthBase):
+    def __init__(self, token: str) -> None:
+        self.token = token
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self.token}"
+        return request
+
+
 class Client:
     """The REST API of one node. `token`: a personal API token (read-write to publish or
     submit). `retries`: further tries after a failure that may pass (back-off doubles from
@@ -180,7 +190,9 @@ class Client:
         self.session.headers["User-Agent"] = f"research-exchange-client/{__version__}"
         self.session.headers["Accept"] = "application/json"
         if token:
-            self.session.headers["Authorization"] = f"Bearer {token}"
+            # As the session's auth, not a header: requests would put a ~/.netrc entry for the
+            # node's host in its place. A redirect to another host still leaves it behind.
+            self.session.auth = _Bearer(token)
 
     def close(self) -> None:
         self.session.close()

@@ -613,3 +613,14 @@ def test_an_address_on_another_host_is_refused_before_the_token_goes_there(stand
         f"{other_url}/api/v1/models/?page=2 is not on {url}: the token goes to its node only"
     )
     assert other_seen == [] and len(seen) == 1
+
+
+def test_the_token_is_sent_even_where_a_netrc_names_the_node(stand_in_node, tmp_path, monkeypatch):
+    netrc = tmp_path / ".netrc"
+    netrc.write_text("machine 127.0.0.1\nlogin someone\npassword for-another-service\n")
+    netrc.chmod(0o600)
+    monkeypatch.setenv("NETRC", str(netrc))
+    url, seen = stand_in_node(lambda handler: _json_answer(handler, 200, {"username": "ada"}))
+    with Client(url, "rx_secret") as client:
+        client.me()
+    assert seen[0][2]["Authorization"] == "Bearer rx_secret"
