@@ -145,7 +145,13 @@ def add_models(sub: Any) -> None:
 
 
 def papers_import(args: argparse.Namespace) -> int:
-    text = Path(args.file).read_text(encoding="utf-8-sig")
+    try:
+        text = Path(args.file).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise RxError(
+            f"{args.file} is not UTF-8 text (byte {error.object[error.start]:#x} at "
+            f"{error.start}); convert it first, e.g. iconv -f latin1 -t utf-8"
+        ) from error
     with _client() as client:
         report = client.papers_import_bibtex(
             institution=args.institution, bibtex=text, visibility=args.visibility

@@ -242,6 +242,17 @@ def test_bibtex_import_keeps_the_good_entries_and_reports_the_bad_by_key(rx, ins
     assert "1 imported, 0 refused" in again.stdout
 
 
+def test_a_bibtex_file_that_is_not_utf8_is_refused_with_a_message_not_a_traceback(rx, tmp_path):
+    path = tmp_path / "latin1.bib"
+    path.write_bytes(
+        "@article{m\u00fcller2020, title = {\u00dcber}, year = {2020}}".encode("latin-1")
+    )
+    done = rx("papers", "import-bibtex", str(path), "--institution", "northbridge")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"rx: {path} is not UTF-8 text (byte 0xfc at 10)")
+    assert not Paper.objects.exists()
+
+
 @pytest.fixture
 def idle_cpu_node(institution_admin, institution):
     """A registered CPU node whose worker is not running: jobs wait for it."""
