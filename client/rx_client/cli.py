@@ -133,6 +133,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (RxError, OSError) as failure:
         error(str(failure))
         return EXIT_USAGE
+    except (KeyError, TypeError, ValueError, IndexError) as confusion:
+        # An answer of another shape (another service, another version): never exit 1, which
+        # says that an evaluation failed.
+        reason = f"{type(confusion).__name__}: {confusion}"
+        error(
+            f"{config.current().url} gave an answer rx does not understand ({reason}); "
+            "is it a research-exchange node of a version rx knows?"
+        )
+        return EXIT_USAGE
     except KeyboardInterrupt:
         error("interrupted")
         return EXIT_INTERRUPTED

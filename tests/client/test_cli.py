@@ -635,3 +635,13 @@ def test_the_token_is_sent_even_where_a_netrc_names_the_node(stand_in_node, tmp_
     with Client(url, "rx_secret") as client:
         client.me()
     assert seen[0][2]["Authorization"] == "Bearer rx_secret"
+
+
+def test_an_answer_rx_does_not_understand_exits_2_not_1_like_a_failed_evaluation(rx, stand_in_node):
+    url, _seen = stand_in_node(lambda handler: _json_answer(handler, 200, {"id": 1}))
+    done = rx("eval", "wait", "1", RX_URL=url)
+    assert done.returncode == 2
+    assert done.stderr.splitlines()[-1] == (
+        f"rx: {url} gave an answer rx does not understand (KeyError: 'state'); "
+        "is it a research-exchange node of a version rx knows?"
+    )
