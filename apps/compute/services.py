@@ -779,7 +779,9 @@ def dispatch_soon() -> None:
         if cache.add(DISPATCH_PENDING_KEY, 1, timeout=settings.COMPUTE_DISPATCH_COALESCE_SECONDS):
             jobs_dispatch_task.apply_async(queue=settings.CELERY_TASK_DEFAULT_QUEUE)
 
-    transaction.on_commit(enqueue)
+    # Robust: with the broker or cache down the request still answers what it committed (a
+    # 500 would have the job submitted twice); the beat's dispatcher run catches up (logged).
+    transaction.on_commit(enqueue, robust=True)
 
 
 def _online_nodes(now: datetime):

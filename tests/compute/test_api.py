@@ -59,6 +59,32 @@ class TestJobsApi:
         assert body["model_name"] == "Aurora Classifier"
         assert body["allocation"] == allocation.pk
 
+    def test_a_submission_while_the_broker_is_down_is_kept_and_answered_201(
+        self,
+        client_as,
+        model_version,
+        benchmark,
+        gpu_node,
+        allocation,
+        monkeypatch,
+        django_capture_on_commit_callbacks,
+    ):
+        # The job is committed before the dispatcher is asked for, and the beat's dispatcher
+        # run places it: an error answer would have the researcher submit it again.
+        from config.celery_app import app
+
+        monkeypatch.setenv("CELERY_BROKER_URL", "redis://127.0.0.1:1/0")  # Celery reads it first
+        monkeypatch.setattr(app, "_pool", None)
+        monkeypatch.setattr(app.amqp, "_producer_pool", None)
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client_as("member").post(
+                "/api/v1/jobs/",
+                {"model_version": model_version.pk, "benchmark": benchmark.pk},
+                format="json",
+            )
+        assert response.status_code == 201, response.json()
+        assert Job.objects.get().state == Job.State.PENDING
+
     @pytest.mark.parametrize(
         ("payload", "field"),
         [
