@@ -7,9 +7,11 @@ connection, 3 an evaluation cancelled, 4 an evaluation timed out, 130 interrupte
 
 import argparse
 import getpass
+import ipaddress
 import os
 import sys
 from collections.abc import Callable, Sequence
+from urllib.parse import urlsplit
 
 from rx_client import __version__, commands, config
 from rx_client.errors import ApiError, ChecksumMismatch, NodeUnreachable, RxError
@@ -35,6 +37,8 @@ def login(args: argparse.Namespace) -> int:
     if not token:
         error("no token given")
         return EXIT_USAGE
+    if _in_clear(url):
+        error(f"warning: {url} is plain http, so the token travels unencrypted; prefer https")
     with commands.make_client(url, token) as client:
         try:
             me = client.me()
@@ -48,6 +52,18 @@ def login(args: argparse.Namespace) -> int:
     if os.environ.get("RX_TOKEN") or os.environ.get("RX_URL"):
         print("Note: RX_URL / RX_TOKEN are set and take precedence over the saved login.")
     return 0
+
+
+def _in_clear(url: str) -> bool:
+    """Whether the token would cross a network unencrypted (http to another host)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme != "http" or host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def logout(args: argparse.Namespace) -> int:

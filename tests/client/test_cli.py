@@ -88,6 +88,13 @@ def test_login_with_a_refused_token_saves_nothing_and_says_so(rx_logged_out, liv
     assert not (rx_logged_out.home / ".config" / "research-exchange").exists()
 
 
+def test_login_over_plain_http_to_another_host_warns_before_the_token_is_sent(rx_logged_out):
+    done = rx_logged_out("login", "--url", "http://node.invalid", stdin="rx_token\n")
+    warning = "rx: warning: http://node.invalid is plain http, so the token travels unencrypted"
+    assert done.stderr.startswith(warning), done.stderr
+    assert done.returncode == 2 and "cannot reach http://node.invalid" in done.stderr
+
+
 def test_a_bad_token_in_the_environment_is_named_in_a_clear_message(rx):
     done = rx("whoami", RX_TOKEN="rx_wrong")
     assert done.returncode == 2
