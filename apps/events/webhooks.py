@@ -245,6 +245,19 @@ def webhook_test_send(*, user: User, endpoint: WebhookEndpoint) -> WebhookDelive
     webhook_require_owner(user=user, endpoint=endpoint)
     if not endpoint.enabled:
         raise ValidationError({"enabled": "The endpoint is disabled: enable it first."})
+    # One test in flight per endpoint: its owner cannot make the node call a URL over and over.
+    in_flight = WebhookDelivery.objects.filter(
+        endpoint=endpoint,
+        event__type=TEST_EVENT_TYPE,
+        state__in=WebhookDelivery.ACTIVE_STATES,
+    ).first()
+    if in_flight is not None:
+        raise ValidationError(
+            {
+                "endpoint": f"A test event to this endpoint is still being delivered (delivery "
+                f"{in_flight.pk}, {in_flight.attempts} attempt(s) so far): wait for it to end."
+            }
+        )
     event = Event.objects.create(
         type=TEST_EVENT_TYPE,
         summary=f"Test event for webhook {endpoint.pk}, sent by {user.username}",

@@ -544,6 +544,21 @@ class TestApi:
         assert not second.verified  # the receiver still holds the old secret
         Webhook(rotated["secret"]).verify(second.body, second.headers)
 
+    def test_a_test_event_waits_for_the_one_still_being_delivered(
+        self, member, receiver, client_as
+    ):
+        endpoint = endpoint_for(member, receiver, "ping-once")
+        client = client_as("member")
+        first = client.post(f"/api/v1/webhooks/{endpoint.pk}/test/")
+        assert first.status_code == 202
+
+        again = client.post(f"/api/v1/webhooks/{endpoint.pk}/test/")
+
+        assert again.status_code == 400
+        assert "still being delivered" in again.json()["error"]["message"]
+        attempt(WebhookDelivery.objects.get(pk=first.json()["id"]))
+        assert client.post(f"/api/v1/webhooks/{endpoint.pk}/test/").status_code == 202
+
     def test_a_disabled_endpoint_takes_no_test_event(self, member, receiver, client_as):
         endpoint = endpoint_for(member, receiver, "sleeping", enabled=False)
 
