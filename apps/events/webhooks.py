@@ -398,7 +398,11 @@ def webhook_delivery_attempt(*, delivery_id: int, attempts: int) -> WebhookDeliv
     ).update(attempts=attempts + 1, last_attempt_at=now, next_attempt_at=now + _claim_seconds())
     if not claimed:
         return None
-    delivery = WebhookDelivery.objects.select_related("endpoint", "event").get(pk=delivery_id)
+    delivery = (
+        WebhookDelivery.objects.select_related("endpoint", "event").filter(pk=delivery_id).first()
+    )
+    if delivery is None:  # its endpoint was deleted meanwhile
+        return None
     endpoint = delivery.endpoint
     if not endpoint.enabled:
         WebhookDelivery.objects.filter(pk=delivery_id).update(
@@ -430,12 +434,15 @@ def webhook_delivery_attempt(*, delivery_id: int, attempts: int) -> WebhookDeliv
 
 
 @transaction.atomic
-def _record(*, delivery_id: int, answer: webhook_http.Answer) -> WebhookDelivery:
+def _record(*, delivery_id: int, answer: webhook_http.Answer) -> WebhookDelivery | None:
     delivery = (
         WebhookDelivery.objects.select_for_update(of=("self",))
         .select_related("endpoint")
-        .get(pk=delivery_id)
+        .filter(pk=delivery_id)
+        .first()
     )
+    if delivery is None:  # its endpoint was deleted while the receiver was called
+        return None
     now = timezone.now()
     WebhookAttempt.objects.create(
         delivery=delivery,

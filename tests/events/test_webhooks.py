@@ -14,7 +14,7 @@ from django.utils import timezone
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from apps.accounts.models import Membership
-from apps.events import webhooks
+from apps.events import webhook_http, webhooks
 from apps.events.models import (
     Event,
     EventType,
@@ -166,6 +166,15 @@ class TestDelivery:
         assert webhooks.webhook_delivery_attempt(delivery_id=delivery.pk, attempts=0) is None
 
         assert len(receiver.got("twice")) == 1
+
+    def test_an_answer_for_an_endpoint_deleted_meanwhile_is_dropped(self, member, receiver):
+        endpoint = endpoint_for(member, receiver, "deleted")
+        delivery = WebhookDelivery.objects.get(event=emit(member), endpoint=endpoint)
+        endpoint.delete()  # while its receiver was being called
+
+        answer = webhook_http.Answer(status_code=200, body="", error="", duration_ms=5)
+        assert webhooks._record(delivery_id=delivery.pk, answer=answer) is None
+        assert webhooks.webhook_delivery_attempt(delivery_id=delivery.pk, attempts=0) is None
 
     def test_back_off_doubles_with_jitter_up_to_the_cap(self, settings):
         settings.WEBHOOK_RETRY_SECONDS = 30
