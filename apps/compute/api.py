@@ -653,7 +653,7 @@ class QueueEntryOutput(serializers.Serializer):
     gpu_count = serializers.IntegerField()
     priority = serializers.IntegerField()
     score = serializers.FloatField()
-    submitted_at = serializers.DateTimeField()
+    submitted_at = serializers.DateTimeField(allow_null=True)
     estimated_start = serializers.DateTimeField(allow_null=True)
 
 
@@ -673,7 +673,8 @@ class JobQueueApi(APIView):
         for entry in entries:
             row = QueueEntryOutput(entry).data
             if entry.job is None:
-                row["job"] = None  # another institution's job: its place, not its contents
+                # Another institution's job: its place, not its contents (as the portal shows).
+                row["job"] = row["submitted_at"] = None
             rows.append(row)
         return Response({"pending": pending, "results": rows})
 

@@ -248,9 +248,9 @@ class TestJobsApi:
         job = submit_job(member)
         rows = client_as("outsider").get("/api/v1/jobs/queue/").json()
         assert rows["pending"] == 1
-        assert rows["results"][0]["job"] is None
+        assert rows["results"][0]["job"] is None and rows["results"][0]["submitted_at"] is None
         mine = client_as("member").get("/api/v1/jobs/queue/").json()
-        assert mine["results"][0]["job"] == job.pk
+        assert mine["results"][0]["job"] == job.pk and mine["results"][0]["submitted_at"]
 
 
 class TestNodesApi:
