@@ -12,6 +12,13 @@ import pytest
 from tests.compute.conftest import make_benchmark  # noqa: F401 - shared fixture
 from tests.factories import api_token_for
 
+# `rx` with Ctrl-C (SIGINT) handled as in a terminal, even where the suite itself runs as a
+# background job without job control, whose children start with SIGINT ignored.
+CTRL_C_AS_IN_A_TERMINAL = (
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('rx_client', run_name='__main__', alter_sys=True)"
+)
+
 
 @dataclass
 class Rx:
@@ -38,7 +45,7 @@ class Rx:
         stdout, stderr = self.home / "rx.stdout", self.home / "rx.stderr"
         with stdout.open("w") as out, stderr.open("w") as err:
             process = subprocess.Popen(
-                [sys.executable, "-m", "rx_client", *args],
+                [sys.executable, "-c", CTRL_C_AS_IN_A_TERMINAL, *args],
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
